@@ -1,0 +1,13 @@
+"""Datasets by name. Each registry entry has `Params` (its config section) and `load(params) -> DataBundle`."""
+
+from __future__ import annotations
+
+from kdlib.data import digits, mnist1d, toy2d  # noqa: F401  (registers)
+from kdlib.data.base import DATASETS, Batch, DataBundle, LoaderSplit, TensorSplit
+
+__all__ = ["DATASETS", "Batch", "DataBundle", "LoaderSplit", "TensorSplit", "load_data"]
+
+
+def load_data(spec) -> DataBundle:
+    """The splits that a validated data section describes."""
+    return DATASETS.get(spec.name).load(spec)

@@ -1,0 +1,150 @@
+"""What every dataset hands the trainer: splits that yield `Batch(x, y, index)`.
+
+Two kinds of split share one interface:
+- `TensorSplit`: the whole split as tensors (small sets). Batches are slices by a permutation,
+  with no per-item DataLoader cost, and the tensors move to the GPU once when the device is CUDA.
+- `LoaderSplit`: a torch Dataset behind a DataLoader with workers and pinned memory (large sets,
+  random augmentation).
+`index` is the sample's position in its split, so per-sample arrays line up across epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from kdlib.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+
+
+@dataclass
+class Batch:
+    x: Tensor
+    y: Tensor
+    index: Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.x, self.y, self.index)))
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+
+class TensorSplit:
+    """A split held in memory as `x` [N, ...] and `y` [N] tensors."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+        self.x, self.y = x, y.long()
+        self.index = torch.arange(len(y), device=y.device)
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def targets(self) -> Tensor:
+        return self.y
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        return TensorSplit(self.x.to(device), self.y.to(device))
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator).to(self.y.device) if shuffle else self.index
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            rows = order[start : start + batch_size]
+            yield Batch(self.x[rows], self.y[rows], rows)
+
+
+class _Indexed(Dataset):
+    """Adds the dataset index to whatever `(x, y)` the wrapped dataset returns."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, i
+
+
+@dataclass
+class LoaderSplit:
+    """A split read through a DataLoader; `targets` are the labels of every sample, in order."""
+
+    dataset: Dataset
+    targets: Tensor
+    num_workers: int = 2
+    pin_memory: bool = True
+    _loaders: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def to(self, device: torch.device | str) -> LoaderSplit:
+        self.pin_memory = self.pin_memory and torch.device(device).type == "cuda"
+        return self
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        loader = DataLoader(
+            _Indexed(self.dataset), batch_size=batch_size, shuffle=shuffle, generator=generator,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, drop_last=drop_last,
+            persistent_workers=False,
+        )
+        for x, y, index in loader:
+            yield Batch(x, torch.as_tensor(y).long(), index)
+
+
+Split = TensorSplit | LoaderSplit
+
+
+@dataclass
+class DataBundle:
+    """Train, validation and test splits of one dataset, and what models need to know of it."""
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]
+    class_names: list[str] | None = None
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        return DataBundle(
+            self.train.to(device), self.val.to(device), self.test.to(device),
+            self.num_classes, self.input_shape, self.class_names,
+        )
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """A seeded train/val/test partition of `range(n)`; the same seed gives the same split."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    return order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]
+
+
+def tensor_bundle(
+    x: Tensor, y: Tensor, num_classes: int, val_fraction: float, test_fraction: float, seed: int,
+    class_names: list[str] | None = None,
+) -> DataBundle:
+    """Cut one pool of samples into seeded splits held in memory."""
+    train, val, test = split_indices(len(y), val_fraction, test_fraction, seed)
+    return DataBundle(
+        TensorSplit(x[train], y[train]), TensorSplit(x[val], y[val]), TensorSplit(x[test], y[test]),
+        num_classes, tuple(x.shape[1:]), class_names,
+    )
