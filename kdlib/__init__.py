@@ -1,0 +1,28 @@
+"""kdlib: knowledge distillation runs in the background, and the store every view reads.
+
+import kdlib
+handle = kdlib.launch("configs/quickstart.yaml")      # a background process; returns at once
+handle.wait(); handle.metrics()                         # per-epoch scalars as a pandas frame
+run = kdlib.load_run(handle.run_id)                     # config, metrics and per-sample arrays
+"""
+
+from __future__ import annotations
+
+from kdlib.config import ConfigError, RunConfig, load_config
+from kdlib.methods import METHODS
+from kdlib.runner import RunHandle, launch, resume
+from kdlib.store import RunStore
+from kdlib.views import LoadedRun, load_run
+
+__all__ = [
+    "METHODS",
+    "ConfigError",
+    "LoadedRun",
+    "RunConfig",
+    "RunHandle",
+    "RunStore",
+    "launch",
+    "load_config",
+    "load_run",
+    "resume",
+]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 class Spec(BaseModel):
     """A registry key plus the parameters of that entry."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
     name: str
 
@@ -20,4 +20,4 @@ class Spec(BaseModel):
 class Section(BaseModel):
     """A plain config section: documented fields, unknown keys refused."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)

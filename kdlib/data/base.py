@@ -55,7 +55,10 @@ class TensorSplit:
         return TensorSplit(self.x.to(device), self.y.to(device))
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
         drop_last: bool = False,
     ) -> Iterator[Batch]:
         n = len(self)
@@ -98,12 +101,20 @@ class LoaderSplit:
         return self
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
         drop_last: bool = False,
     ) -> Iterator[Batch]:
         loader = DataLoader(
-            _Indexed(self.dataset), batch_size=batch_size, shuffle=shuffle, generator=generator,
-            num_workers=self.num_workers, pin_memory=self.pin_memory, drop_last=drop_last,
+            _Indexed(self.dataset),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=drop_last,
             persistent_workers=False,
         )
         for x, y, index in loader:
@@ -126,8 +137,12 @@ class DataBundle:
 
     def to(self, device: torch.device | str) -> DataBundle:
         return DataBundle(
-            self.train.to(device), self.val.to(device), self.test.to(device),
-            self.num_classes, self.input_shape, self.class_names,
+            self.train.to(device),
+            self.val.to(device),
+            self.test.to(device),
+            self.num_classes,
+            self.input_shape,
+            self.class_names,
         )
 
 
@@ -139,12 +154,21 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
 
 
 def tensor_bundle(
-    x: Tensor, y: Tensor, num_classes: int, val_fraction: float, test_fraction: float, seed: int,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
     class_names: list[str] | None = None,
 ) -> DataBundle:
     """Cut one pool of samples into seeded splits held in memory."""
     train, val, test = split_indices(len(y), val_fraction, test_fraction, seed)
     return DataBundle(
-        TensorSplit(x[train], y[train]), TensorSplit(x[val], y[val]), TensorSplit(x[test], y[test]),
-        num_classes, tuple(x.shape[1:]), class_names,
+        TensorSplit(x[train], y[train]),
+        TensorSplit(x[val], y[val]),
+        TensorSplit(x[test], y[test]),
+        num_classes,
+        tuple(x.shape[1:]),
+        class_names,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from sklearn.datasets import load_digits
 
 from kdlib.data.base import DATASETS, DataBundle, tensor_bundle
 from kdlib.data.params import SplitParams
@@ -21,7 +20,10 @@ class Digits:
 
     @staticmethod
     def load(p: Params) -> DataBundle:
+        from sklearn.datasets import load_digits  # imported here: sklearn costs a second at import
+
         d = load_digits()
         x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # pixel values are 0..16
-        return tensor_bundle(x, torch.tensor(d.target), 10, p.val_fraction, p.test_fraction, p.split_seed,
-                             [str(i) for i in range(10)])
+        return tensor_bundle(
+            x, torch.tensor(d.target), 10, p.val_fraction, p.test_fraction, p.split_seed, [str(i) for i in range(10)]
+        )

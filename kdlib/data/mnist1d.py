@@ -38,8 +38,10 @@ def generate(p: Params) -> dict[str, np.ndarray]:
     args.num_samples, args.train_split, args.seed = p.n_samples, 1 - p.test_fraction, p.generator_seed
     args.corr_noise_scale, args.scale_coeff = p.noise_scale, p.scale_coeff
     args.max_translation = int(round(48 * p.shift_scale))
-    key = {k: getattr(args, k) for k in ("num_samples", "train_split", "seed", "corr_noise_scale", "scale_coeff",
-                                         "max_translation")}
+    key = {
+        k: getattr(args, k)
+        for k in ("num_samples", "train_split", "seed", "corr_noise_scale", "scale_coeff", "max_translation")
+    }
     path = cache_dir() / f"mnist1d-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}.npz"
     if path.exists():
         with np.load(path) as cached:
@@ -63,5 +65,6 @@ class MNIST1D:
         n_val = round(len(y) * p.val_fraction / (1 - p.test_fraction))
         train, val, _ = split_indices(len(y), n_val / len(y), 0.0, p.split_seed)
         test = TensorSplit(torch.tensor(d["x_test"], dtype=torch.float32), torch.tensor(d["y_test"], dtype=torch.long))
-        return DataBundle(TensorSplit(x[train], y[train]), TensorSplit(x[val], y[val]), test, 10, (40,),
-                          [str(i) for i in range(10)])
+        return DataBundle(
+            TensorSplit(x[train], y[train]), TensorSplit(x[val], y[val]), test, 10, (40,), [str(i) for i in range(10)]
+        )

@@ -8,7 +8,6 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field, model_validator
-from sklearn import datasets as skd
 
 from kdlib.data.base import DATASETS, DataBundle, tensor_bundle
 from kdlib.data.params import SplitParams
@@ -38,6 +37,8 @@ def _spirals(n: int, k: int, noise: float, rng: np.random.Generator) -> tuple[np
 
 
 def make_points(p: Params, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets as skd  # imported here: sklearn costs a second at import
+
     rng = np.random.default_rng(seed)
     if p.shape == "moons":
         x, y = skd.make_moons(p.n_samples, noise=p.noise, random_state=seed)
@@ -68,7 +69,8 @@ class Toy2D:
     @staticmethod
     def load(p: Params) -> DataBundle:
         x, y = make_points(p, p.split_seed)
-        bundle = tensor_bundle(torch.from_numpy(x), torch.from_numpy(y), p.num_classes,
-                               p.val_fraction, p.test_fraction, p.split_seed)
+        bundle = tensor_bundle(
+            torch.from_numpy(x), torch.from_numpy(y), p.num_classes, p.val_fraction, p.test_fraction, p.split_seed
+        )
         bundle.train.y = flip_labels(bundle.train.y, p.label_noise, p.num_classes, p.split_seed + 1)
         return bundle

@@ -1,0 +1,34 @@
+# make run: set up .venv and open the app.  make test: set up .venv and run the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8501
+
+.PHONY: setup run test unit lab bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m streamlit run app/Home.py --server.address localhost --server.port $(PORT) --server.headless true \
+		--browser.gatherUsageStats false
+
+test: setup
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest -m "not slow"
+
+lab: setup
+	$(PY) -m jupyter lab notebooks/ --ip localhost
+
+bench: setup
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

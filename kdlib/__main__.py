@@ -1,0 +1,251 @@
+"""The command line: `python -m kdlib run | validate | ls | show | resume | pause | stop | app`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from kdlib.config import ConfigError, load_config
+from kdlib.events import EpochEnded, RunEnded, RunStarted, StepLogged
+from kdlib.store import RunNotFound, RunStore
+
+
+class ProgressSink:
+    """A tqdm bar over the steps of a run, with the last epoch's accuracy beside it."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.bar = label, None
+
+    def emit(self, event) -> None:
+        from tqdm import tqdm
+
+        if isinstance(event, RunStarted):
+            total = event.total_epochs * event.steps_per_epoch
+            self.bar = tqdm(
+                total=total,
+                initial=event.start_epoch * event.steps_per_epoch,
+                desc=self.label,
+                unit="step",
+                dynamic_ncols=True,
+            )
+        elif self.bar is None:
+            return
+        elif isinstance(event, StepLogged):
+            self.bar.update(event.step - self.bar.n)
+        elif isinstance(event, EpochEnded):
+            self.bar.update(event.step - self.bar.n)
+            shown = {k: event.scalars[k] for k in ("train.loss", "val.acc", "test.acc") if k in event.scalars}
+            self.bar.set_postfix({"epoch": event.epoch, **{k: f"{v:.4f}" for k, v in shown.items()}})
+        elif isinstance(event, RunEnded):
+            self.bar.close()
+
+    def close(self) -> None:
+        pass
+
+
+def _home_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="the kdlib home folder (default: $KDLIB_HOME or ./runs)")
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML run config, e.g. configs/quickstart.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field, e.g. --set method.temperature=2 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kdlib", description="KD Explorer: knowledge distillation runs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train a run in the foreground with a progress bar")
+    _config_args(run)
+    run.add_argument("--name", help="a name for the run")
+    run.add_argument("--background", action="store_true", help="start it in its own process and return at once")
+    _home_arg(run)
+
+    validate = commands.add_parser("validate", help="check a config file and print it in full")
+    _config_args(validate)
+
+    ls = commands.add_parser("ls", help="list the runs in the store")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--all", action="store_true", help="include teacher runs")
+    _home_arg(ls)
+
+    show = commands.add_parser("show", help="a run's status and results (default: the latest run)")
+    show.add_argument("run", nargs="?", help="run id (default: the latest student run)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    _home_arg(show)
+
+    for name, text in (
+        ("resume", "continue a paused, stopped or failed run"),
+        ("pause", "pause a running run"),
+        ("stop", "stop a running run (it can be resumed)"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("run", help="run id")
+        _home_arg(sub)
+
+    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("run")
+    _home_arg(worker)
+
+    app = commands.add_parser("app", help="open the Streamlit app")
+    app.add_argument("--port", type=int, default=8501)
+    return parser
+
+
+def cmd_run(args) -> int:
+    from kdlib.runner import execute, launch
+
+    config = load_config(args.config, args.overrides)
+    if args.background:
+        handle = launch(config, name=args.name, home=args.home)
+        print(f"started {handle.run_id} in the background; follow it with `python -m kdlib show {handle.run_id}`")
+        return 0
+    store = RunStore(args.home)
+    run_id = store.create_run(config, name=args.name)
+    print(f"run {run_id}: {config.run_name()}  (store: {store.home})")
+    status = execute(run_id, store, extra_sinks=[ProgressSink(run_id)])
+    _print_run(store, run_id)
+    return 0 if status == "done" else 1
+
+
+def cmd_validate(args) -> int:
+    config = load_config(args.config, args.overrides)
+    print(f"# {args.config}: valid")
+    print(config.to_yaml(), end="")
+    return 0
+
+
+def _clean(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def cmd_ls(args) -> int:
+    frame = RunStore(args.home).runs(None if args.all else "student")
+    columns = ["id", "name", "kind", "method", "status", "epoch", "total_epochs", "test_acc"]
+    if args.json:
+        print(
+            json.dumps([{k: _clean(v) for k, v in row.items()} for row in frame[columns].to_dict("records")], indent=1)
+        )
+    elif frame.empty:
+        print("no runs yet; start one with `python -m kdlib run configs/quickstart.yaml`")
+    else:
+        frame = frame.assign(
+            epoch=(frame.epoch.fillna(-1) + 1).astype(int).astype(str) + "/" + frame.total_epochs.astype(str)
+        )
+        print(frame[columns[:-2] + ["test_acc"]].rename(columns={"epoch": "epochs"}).to_string(index=False))
+    return 0
+
+
+def run_summary(store: RunStore, run_id: str) -> dict:
+    run = store.run(run_id)
+    epochs = store.epoch_metrics(run_id)
+    last = {k: _clean(float(v)) for k, v in epochs.iloc[-1].items()} if not epochs.empty else {}
+    return {
+        "id": run_id,
+        "name": run["name"],
+        "kind": run["kind"],
+        "method": run["method"],
+        "status": run["status"],
+        "error": run["error"],
+        "epochs_done": len(epochs),
+        "total_epochs": run["total_epochs"],
+        "device": run["device"],
+        "folder": str(store.run_dir(run_id)),
+        "final": last,
+    }
+
+
+def _print_run(store: RunStore, run_id: str) -> None:
+    summary = run_summary(store, run_id)
+    print(
+        f"{summary['id']}  {summary['name']}  [{summary['status']}]  epochs {summary['epochs_done']}/{summary['total_epochs']}"
+    )
+    if summary["error"]:
+        print(f"error: {summary['error']}")
+    epochs = store.epoch_metrics(run_id)
+    shown = [c for c in ("train.loss", "val.acc", "test.acc", "test.nll", "test.ece") if c in epochs.columns]
+    if shown:
+        print(epochs[shown].round(4).to_string())
+
+
+def cmd_show(args) -> int:
+    store = RunStore(args.home)
+    run_id = args.run or store.latest_run_id()
+    if args.json:
+        summary = run_summary(store, run_id)
+        summary["epochs"] = json.loads(store.epoch_metrics(run_id).reset_index().to_json(orient="records"))
+        print(json.dumps(summary, indent=1))
+    else:
+        _print_run(store, run_id)
+    return 0
+
+
+def cmd_control(args) -> int:
+    from kdlib.runner import resume
+
+    if args.command == "resume":
+        handle = resume(args.run, args.home)
+        print(f"{args.run}: {handle.status}")
+    else:
+        RunStore(args.home).request(args.run, args.command)
+        print(f"{args.run}: asked to {args.command}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from kdlib.runner import execute
+
+    return 0 if execute(args.run, RunStore(args.home)) == "done" else 1
+
+
+def cmd_app(args) -> int:
+    home = Path(__file__).resolve().parent.parent / "app" / "Home.py"
+    return subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(home),
+            "--server.address",
+            "localhost",
+            "--server.port",
+            str(args.port),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "run": cmd_run,
+        "validate": cmd_validate,
+        "ls": cmd_ls,
+        "show": cmd_show,
+        "resume": cmd_control,
+        "pause": cmd_control,
+        "stop": cmd_control,
+        "worker": cmd_worker,
+        "app": cmd_app,
+    }
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, RunNotFound) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""RunConfig: everything a run is, validated once at the door.
+
+    data:      {name: mnist1d, n_samples: 6000}          a dataset and its params (kdlib.data)
+    teacher:   {model: {name: cnn1d}, epochs: 20}        how the teacher is trained or loaded
+    student:   {name: mlp, hidden: [128]}                a model and its params (kdlib.models)
+    method:    {name: kd, temperature: 4, w_kd: 0.9}     a method and its params; each coefficient
+                                                         may follow a schedule (kdlib.schedules)
+    optimizer, lr_schedule, epochs, batch_size, seed, device, probes, output
+
+The data, model and method sections are validated against the params class of the registry
+entry they name, so a typo in a name or a key is refused with the path of the field and the
+closest valid names. `load_config(path, overrides)` reads YAML; `config.to_yaml()` writes it back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from kdlib.spec import Section, Spec
+
+
+class ConfigError(ValueError):
+    """Bad config input; the message has one line per problem: `path.to.field: what is wrong`."""
+
+
+def _registry(kind: str):
+    # Imported late: data, models and methods import this module's Spec bases.
+    if kind == "data":
+        from kdlib.data import DATASETS
+
+        return DATASETS
+    if kind == "model":
+        from kdlib.models import MODELS
+
+        return MODELS
+    from kdlib.methods import METHODS
+
+    return METHODS
+
+
+def _named(kind: str):
+    """A before-validator that reads `{name: ...}` and validates the rest against that entry's Params."""
+
+    def validate(value: Any) -> Any:
+        if isinstance(value, Spec):
+            return value
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict) or "name" not in value:
+            raise PydanticCustomError(
+                "missing_name", "needs a `name`: one of {names}", {"names": ", ".join(_registry(kind).names())}
+            )
+        registry = _registry(kind)
+        if value["name"] not in registry:
+            error = InitErrorDetails(
+                type=PydanticCustomError("unknown_name", registry.unknown_message(value["name"])),
+                loc=("name",),
+                input=value["name"],
+            )
+            raise ValidationError.from_exception_data("unknown name", [error])
+        return registry.get(value["name"]).Params.model_validate(value)
+
+    return BeforeValidator(validate)
+
+
+DataSpec = Annotated[SerializeAsAny[Spec], _named("data")]
+ModelSpec = Annotated[SerializeAsAny[Spec], _named("model")]
+MethodSpec = Annotated[SerializeAsAny[Spec], _named("method")]
+
+
+class OptimizerSection(Section):
+    name: Literal["sgd", "adam", "adamw"] = Field("adam", description="the optimizer")
+    lr: float = Field(1e-3, gt=0, description="base learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (decoupled for adamw)")
+
+
+class LRScheduleSection(Section):
+    name: Literal["constant", "cosine", "step"] = Field("cosine", description="decay of the learning rate over steps")
+    warmup_epochs: float = Field(0.0, ge=0, description="epochs of linear warm-up from 0 to the base rate")
+    milestones: list[int] = Field(default_factory=list, description="step: epochs at which lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0, description="step: factor at each milestone")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a share of the base lr")
+
+
+class RouteSection(Section):
+    every: int | None = Field(
+        1, ge=1, description="save the weights every k epochs (the route of RCO and the route view)"
+    )
+    epochs: list[int] | None = Field(
+        None, description="or: save exactly after these epochs (1-based; 0 is the initialization)"
+    )
+
+    def saved_epochs(self, total_epochs: int) -> list[int]:
+        """Checkpoint c holds the weights after c epochs; the last epoch is always saved."""
+        chosen = (
+            set(self.epochs)
+            if self.epochs is not None
+            else set(range(self.every or total_epochs, total_epochs + 1, self.every or total_epochs))
+        )
+        return sorted(e for e in chosen | {total_epochs} if 0 <= e <= total_epochs)
+
+
+class TrainingSection(Section):
+    """What a model is trained with; the teacher section reuses it with its own values."""
+
+    epochs: int = Field(20, ge=1, description="passes over the training split")
+    batch_size: int = Field(128, ge=1, description="samples per step")
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    lr_schedule: LRScheduleSection = Field(default_factory=LRScheduleSection)
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+
+
+class TeacherSection(TrainingSection):
+    model: ModelSpec = Field(description="the teacher's architecture (a model name and its params)")
+    checkpoint: str | None = Field(None, description="load the teacher's weights from this file instead of training it")
+    seed: int = Field(
+        0,
+        description="seed of the teacher's training; fixed apart from the run's seed so that "
+        "students of several seeds share one teacher",
+    )
+    route: RouteSection = Field(
+        default_factory=RouteSection, description="which epochs of the teacher's training are kept"
+    )
+
+
+class ProbesSection(Section):
+    ece_bins: int = Field(15, ge=2, description="equal-width confidence bins of the expected calibration error")
+    eval_splits: list[Literal["train", "val", "test"]] = Field(
+        ["val", "test"], description="splits evaluated after each epoch"
+    )
+    per_sample: bool = Field(True, description="record per-sample values of the training split every epoch")
+    log_every: int = Field(10, ge=1, description="steps between two logged step scalars (and checks of pause/stop)")
+
+
+class OutputSection(Section):
+    name: str | None = Field(None, description="a name for the run (default: method, student and data)")
+    route: RouteSection | None = Field(
+        None, description="save this run's weights at these epochs, so it can serve as a teacher with a route"
+    )
+
+
+class RunConfig(TrainingSection):
+    """One run: a student trained by a method on a dataset, maybe taught by a teacher."""
+
+    data: DataSpec = Field(description="the dataset and its params")
+    student: ModelSpec = Field(description="the model being trained")
+    method: MethodSpec = Field(
+        default_factory=lambda: {"name": "ce"}, validate_default=True, description="the KD method and its params"
+    )
+    teacher: TeacherSection | None = Field(None, description="the teacher, for methods that need one")
+    seed: int = Field(0, description="seed of initialization and batch order")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA, then MPS, then CPU")
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
+    probes: ProbesSection = Field(default_factory=ProbesSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _teacher_when_needed(self) -> RunConfig:
+        from kdlib.methods import METHODS
+
+        if METHODS.get(self.method.name).needs_teacher and self.teacher is None:
+            raise ValueError(
+                f"teacher: method {self.method.name!r} needs a teacher; add a `teacher:` section "
+                "with at least `model: {name: ...}`"
+            )
+        return self
+
+    def to_dict(self) -> dict:
+        return _simplify(self.model_dump(mode="json"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def run_name(self) -> str:
+        return self.output.name or f"{self.method.name} {self.student.name} on {self.data.name}"
+
+
+def _simplify(value: Any) -> Any:
+    """Constant schedules back to plain numbers, so a dumped config reads like the one written."""
+    if isinstance(value, dict):
+        if value.get("kind") == "constant" and set(value) == {"kind", "value"}:
+            return value["value"]
+        return {k: _simplify(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_simplify(v) for v in value]
+    return value
+
+
+def stable_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_NAMED_SECTIONS = {"data": "data", "student": "model", "teacher.model": "model", "method": "method"}
+
+
+def _fields_at(path: tuple, data: Any) -> list[str]:
+    """The field names a section at `path` accepts, for did-you-mean on unknown keys."""
+    model: Any = RunConfig
+    for depth, key in enumerate(path):
+        data = data.get(key) if isinstance(data, dict) else None
+        dotted = ".".join(map(str, path[: depth + 1]))
+        if dotted in _NAMED_SECTIONS:
+            registry = _registry(_NAMED_SECTIONS[dotted])
+            name = data.get("name") if isinstance(data, dict) else None
+            model = registry.get(name).Params if name in registry else None
+            continue
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = next(
+            (
+                a
+                for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def format_errors(error: ValidationError, data: Any = None) -> str:
+    lines = []
+    for e in error.errors():
+        # pydantic puts union members and validator names in the path; a user wants field names only
+        loc = tuple(
+            p
+            for p in e["loc"]
+            if not str(p).startswith(("function-", "tagged-union"))
+            and p not in ("constant", "linear", "cosine", "step", "list")
+        )
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            fields = _fields_at(loc[:-1], data)
+            close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.5)
+            message = (
+                f"unknown field; did you mean {close[0]!r}?"
+                if close
+                else f"unknown field; valid fields: {', '.join(fields)}"
+                if fields
+                else "unknown field"
+            )
+        lines.append(f"{'.'.join(map(str, loc)) or 'config'}: {message}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def validate_config(data: dict) -> RunConfig:
+    """A RunConfig from plain data; ConfigError with one line per problem otherwise."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_errors(error, data)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` with the value read as YAML (so numbers, lists and mappings work)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: write path.to.field=value, e.g. --set method.temperature=2")
+    path, raw = text.split("=", 1)
+    return path.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {} if node.get(key) is None else _fail_override(text, key)
+            node = node[key]
+        node[path[-1]] = value
+    return data
+
+
+def _fail_override(text: str, key: str):
+    raise ConfigError(f"--set {text!r}: {key!r} is a value, not a section")
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return validate_config(apply_overrides(data, list(overrides)))
+
+
+def config_from(value: RunConfig | dict | str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Accept a RunConfig, a plain dict or a YAML path, with optional `--set` style overrides."""
+    if isinstance(value, RunConfig):
+        return validate_config(apply_overrides(value.to_dict(), list(overrides))) if overrides else value
+    if isinstance(value, dict):
+        return validate_config(apply_overrides(json.loads(json.dumps(value)), list(overrides)))
+    return load_config(value, overrides)

@@ -1,0 +1,8 @@
+"""KD methods by name: `METHODS[name]` is a Distiller class, one file per method."""
+
+from __future__ import annotations
+
+from kdlib.methods import ce, kd, label_smoothing  # noqa: F401  (registers)
+from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput
+
+__all__ = ["METHODS", "Distiller", "MethodContext", "StepOutput"]

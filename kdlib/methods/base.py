@@ -1,0 +1,96 @@
+"""The Distiller interface: what the trainer asks of every method, and nothing method-specific.
+
+A distiller turns a batch into a `StepOutput`: the loss to minimise, its named terms (for the
+curves) and per-sample tensors (for the per-sample views). Names of per-sample values come from
+one vocabulary so the views need no per-method code: `p_true_student`, `p_true_teacher`,
+`loss_per_sample`, `kl`, `weight`, `grad_scale`, ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlib.data.base import Batch
+from kdlib.registry import Registry
+from kdlib.schedules import as_schedule
+from kdlib.spec import Spec
+
+METHODS: Registry = Registry("method")
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    per_sample: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class MethodContext:
+    """What a method may need to know of the run beyond its own params."""
+
+    num_classes: int
+    train_size: int
+    total_epochs: int
+    device: torch.device
+
+
+def true_class_prob(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
+
+
+class Distiller:
+    """A method: `forward(batch) -> StepOutput`, by default teacher forward, student forward, `loss`."""
+
+    Params: ClassVar[type[Spec]]
+    needs_teacher: ClassVar[bool] = False
+
+    def __init__(self, params: Spec, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
+        self.params, self.student, self.teacher, self.context = params, student, teacher, context
+        self.epoch = 0
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"method {params.name!r} needs a teacher: add a `teacher:` section to the config")
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.teacher is not None:
+            self.teacher.eval()  # BN statistics and dropout of a frozen teacher must not move
+
+    def coefficient(self, name: str) -> float:
+        """The value of a schedulable param at the current epoch."""
+        return as_schedule(getattr(self.params, name)).value_at(self.epoch, self.context.total_epochs)
+
+    def coefficients(self) -> dict[str, float]:
+        """Every schedulable param at the current epoch, logged with the epoch's scalars."""
+        return {
+            name: self.coefficient(name)
+            for name, info in type(self.params).model_fields.items()
+            if (info.json_schema_extra or {}).get("schedulable")
+        }
+
+    @torch.no_grad()
+    def teacher_forward(self, batch: Batch) -> Tensor | None:
+        return None if self.teacher is None else self.teacher(batch.x)
+
+    def forward(self, batch: Batch) -> StepOutput:
+        teacher_out = self.teacher_forward(batch)
+        return self.loss(batch, self.student(batch.x), teacher_out)
+
+    def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
+        raise NotImplementedError
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters a method adds beside the student's (adapters, heads)."""
+        return []
+
+    def state_dict(self) -> dict:
+        """Method state that a resumed run needs (e.g. PS-KD's prediction buffer)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

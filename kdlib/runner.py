@@ -1,0 +1,164 @@
+"""Runs as processes: launch in the background, pause, resume, stop, and the executor behind them.
+
+`launch(config)` registers the run in the store and starts `python -m kdlib worker RUN_ID` in a
+new process session (spawned, never forked after torch has started threads), then returns at
+once. The process reads its config from the store and writes everything back to it, so any
+other process (the app, a notebook, the CLI) follows it by reading the store. Pause and stop
+are flags in the store that the run obeys at its next logged step.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from kdlib.config import RunConfig, config_from
+from kdlib.events import RunEnded, Sink
+from kdlib.methods import METHODS
+from kdlib.store import ACTIVE, RunStore, StoreSink
+from kdlib.teachers import obtain_teacher
+from kdlib.trainer import Control, StopRequested, fit
+
+
+class StoreControl(Control):
+    """Obeys the control flag a run has in the store; marks the run paused while it waits."""
+
+    def __init__(self, store: RunStore, run_id: str, poll_seconds: float = 0.2) -> None:
+        self.store, self.run_id, self.poll_seconds = store, run_id, poll_seconds
+
+    def poll(self) -> None:
+        paused = False
+        while (flag := self.store.control(self.run_id)) != "run":
+            if flag == "stop":
+                raise StopRequested
+            if not paused:
+                self.store.update_run(self.run_id, status="paused")
+                paused = True
+            time.sleep(self.poll_seconds)
+        if paused:
+            self.store.update_run(self.run_id, status="running")
+
+
+def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
+    """Run a registered run in this process (resuming from its checkpoint if it has one); returns its status."""
+    config = store.config(run_id)
+
+    def train(run_config: RunConfig, rid: str, teacher=None) -> None:
+        sinks = [StoreSink(store, rid), *extra_sinks]
+        try:
+            fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=StoreControl(store, rid))
+        finally:
+            for sink in sinks:
+                sink.close()
+
+    try:
+        teacher = None
+        if METHODS.get(config.method.name).needs_teacher:
+            store.update_run(run_id, status="running")
+            store.log_event(run_id, "teacher", "looking for the teacher artifact (training it if new)")
+            teacher = obtain_teacher(config, store, train).build
+        train(config, run_id, teacher)
+    except StopRequested:
+        StoreSink(store, run_id).emit(RunEnded("stopped"))
+    except BaseException as error:  # noqa: BLE001 - whatever happened, the run must not stay "running"
+        if store.run(run_id)["status"] != "failed":
+            StoreSink(store, run_id).emit(RunEnded("failed", f"{type(error).__name__}: {error}"))
+    return store.run(run_id)["status"]
+
+
+def _worker_command(run_id: str, store: RunStore) -> list[str]:
+    return [sys.executable, "-m", "kdlib", "worker", run_id, "--home", str(store.home)]
+
+
+def _start_worker(run_id: str, store: RunStore) -> subprocess.Popen:
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    log = open(store.run_dir(run_id) / "worker.log", "ab")
+    process = subprocess.Popen(
+        _worker_command(run_id, store),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+    log.close()
+    store.update_run(run_id, pid=process.pid, control="run")
+    return process
+
+
+class RunHandle:
+    """A run in the store, seen from Python: status, live metrics, and control."""
+
+    def __init__(self, run_id: str, store: RunStore, process: subprocess.Popen | None = None) -> None:
+        self.run_id, self.store, self.process = run_id, store, process
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r}, status={self.status!r})"
+
+    @property
+    def status(self) -> str:
+        if self.process is not None and self.process.poll() is not None:
+            self.process.wait()  # reap it, so the store's liveness check sees it gone
+        return self.store.run(self.run_id)["status"]
+
+    @property
+    def info(self) -> dict:
+        return self.store.run(self.run_id)
+
+    def metrics(self) -> pd.DataFrame:
+        return self.store.epoch_metrics(self.run_id)
+
+    def step_metrics(self) -> pd.DataFrame:
+        return self.store.step_metrics(self.run_id)
+
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> str:
+        """Block until the run is no longer queued, running or paused; returns its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.status) in ACTIVE:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.run_id} is still {status} after {timeout} s")
+            time.sleep(poll)
+        return status
+
+    def pause(self) -> None:
+        self.store.request(self.run_id, "pause")
+
+    def stop(self) -> None:
+        self.store.request(self.run_id, "stop")
+
+    def resume(self) -> None:
+        """Continue a paused run, or restart a stopped or failed one from its last checkpoint."""
+        status = self.status
+        if status in ("queued", "running", "paused"):
+            self.store.request(self.run_id, "resume")
+        elif status == "done":
+            raise ValueError(f"run {self.run_id} is done; there is nothing to resume")
+        else:
+            self.store.update_run(self.run_id, status="queued", error=None)
+            self.process = _start_worker(self.run_id, self.store)
+
+
+def launch(
+    config: RunConfig | dict | str | Path,
+    name: str | None = None,
+    home: str | Path | None = None,
+    overrides: list[str] = (),
+) -> RunHandle:
+    """Validate the config, register the run, start it in its own process; returns at once."""
+    config = config_from(config, overrides)
+    store = RunStore(home)
+    run_id = store.create_run(config, name=name)
+    return RunHandle(run_id, store, _start_worker(run_id, store))
+
+
+def resume(run_id: str, home: str | Path | None = None) -> RunHandle:
+    handle = RunHandle(run_id, RunStore(home))
+    handle.resume()
+    return handle

@@ -1,0 +1,143 @@
+"""Coefficients that change over epochs: temperature, KD weight, label smoothing, anchors.
+
+A config field that is `Schedulable` takes a number (constant), a list of `[epoch, value]` pairs
+(held until the next pair), or a mapping with a `kind`:
+
+    temperature: 4.0
+    temperature: {kind: cosine, start: 8.0, end: 2.0}
+    w_kd: {kind: linear, start: 0.0, end: 0.9, end_epoch: 10}
+    w_kd: {kind: step, start: 0.9, gamma: 0.5, milestones: [10, 20]}
+    temperature: [[0, 8.0], [10, 4.0], [20, 1.0]]
+
+Every schedule has `value(epoch, total_epochs)` for a 0-based epoch, and `curve(total_epochs)`
+to plot it. For linear and cosine, s = clip((epoch - start_epoch) / (end_epoch - start_epoch), 0, 1),
+and `end_epoch` defaults to the last epoch (METHODS.md section 3).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+
+from kdlib.spec import Section
+
+
+class Constant(Section):
+    kind: Literal["constant"] = "constant"
+    value: float
+
+    def value_at(self, epoch: int, total_epochs: int) -> float:
+        return self.value
+
+    def extremes(self) -> list[float]:
+        return [self.value]
+
+
+class _Ramp(Section):
+    start: float = Field(description="value at start_epoch and before")
+    end: float = Field(description="value at end_epoch and after")
+    start_epoch: int = Field(0, ge=0, description="epoch where the ramp begins")
+    end_epoch: int | None = Field(None, ge=0, description="epoch where the ramp ends (default: the last epoch)")
+
+    def progress(self, epoch: int, total_epochs: int) -> float:
+        end = self.end_epoch if self.end_epoch is not None else max(total_epochs - 1, 0)
+        if end <= self.start_epoch:
+            return 1.0 if epoch >= self.start_epoch else 0.0
+        return min(max((epoch - self.start_epoch) / (end - self.start_epoch), 0.0), 1.0)
+
+    def extremes(self) -> list[float]:
+        return [self.start, self.end]
+
+
+class Linear(_Ramp):
+    kind: Literal["linear"] = "linear"
+
+    def value_at(self, epoch: int, total_epochs: int) -> float:
+        return self.start + (self.end - self.start) * self.progress(epoch, total_epochs)
+
+
+class Cosine(_Ramp):
+    kind: Literal["cosine"] = "cosine"
+
+    def value_at(self, epoch: int, total_epochs: int) -> float:
+        s = self.progress(epoch, total_epochs)
+        return self.end + (self.start - self.end) * (1 + math.cos(math.pi * s)) / 2
+
+
+class Step(Section):
+    kind: Literal["step"] = "step"
+    start: float = Field(description="value before the first milestone")
+    gamma: float = Field(0.1, description="factor applied at each milestone")
+    milestones: list[int] = Field(description="epochs at which the value is multiplied by gamma")
+
+    def value_at(self, epoch: int, total_epochs: int) -> float:
+        return self.start * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    def extremes(self) -> list[float]:
+        return [self.start * self.gamma**k for k in range(len(self.milestones) + 1)]
+
+
+class Points(Section):
+    kind: Literal["list"] = "list"
+    points: list[tuple[int, float]] = Field(
+        min_length=1,
+        description="[epoch, value] pairs; each value holds "
+        "until the next pair's epoch, the first also before its epoch",
+    )
+
+    @model_validator(mode="after")
+    def _sorted(self) -> Points:
+        epochs = [e for e, _ in self.points]
+        if epochs != sorted(set(epochs)):
+            raise ValueError(f"points: epochs must increase strictly, got {epochs}")
+        return self
+
+    def value_at(self, epoch: int, total_epochs: int) -> float:
+        current = self.points[0][1]
+        for start, value in self.points:
+            if epoch >= start:
+                current = value
+        return current
+
+    def extremes(self) -> list[float]:
+        return [v for _, v in self.points]
+
+
+Schedule = Annotated[Constant | Linear | Cosine | Step | Points, Field(discriminator="kind")]
+
+
+def _coerce(value: object) -> object:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Constant(value=float(value))
+    if isinstance(value, (list, tuple)):
+        return {"kind": "list", "points": value}
+    if isinstance(value, dict) and "kind" not in value:
+        raise ValueError("a schedule needs a 'kind': one of constant, linear, cosine, step, list")
+    return value
+
+
+def Schedulable(gt: float | None = None, ge: float | None = None, le: float | None = None):  # noqa: N802
+    """The type of a config field that may follow a schedule, with bounds every value must keep."""
+
+    def check(schedule: Schedule) -> Schedule:
+        for v in schedule.extremes():
+            if (gt is not None and not v > gt) or (ge is not None and not v >= ge) or (le is not None and not v <= le):
+                bounds = ", ".join(f"{op} {b}" for op, b in ((">", gt), (">=", ge), ("<=", le)) if b is not None)
+                raise ValueError(f"every value must be {bounds}; this schedule reaches {v}")
+        return schedule
+
+    return Annotated[
+        Schedule, BeforeValidator(_coerce), AfterValidator(check), Field(json_schema_extra={"schedulable": True})
+    ]
+
+
+def as_schedule(value: float | Schedule) -> Schedule:
+    return Constant(value=float(value)) if isinstance(value, (int, float)) else value
+
+
+def schedule_curve(schedule: float | Schedule, total_epochs: int) -> list[float]:
+    """The value at every epoch, for plots and previews."""
+    s = as_schedule(schedule)
+    return [s.value_at(e, total_epochs) for e in range(total_epochs)]

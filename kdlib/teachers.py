@@ -1,0 +1,148 @@
+"""Teachers as artifacts: trained once per (data, architecture, seed, recipe), then reused.
+
+An artifact is a folder `$KDLIB_HOME/teachers/<hash>/` with `model.pt` (the converged weights),
+`route/epoch_XXXX.pt` (the weights after chosen epochs: RCO's anchors and the route views) and
+`meta.json`. The hash covers everything that changes the weights, nothing else, so every student
+run that names the same teacher recipe finds the artifact and skips training. The teacher's own
+training is a run in the store (kind `teacher`), so its curves can be watched like any other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdlib.config import ConfigError, OutputSection, RunConfig, stable_hash
+from kdlib.data.base import DataBundle
+from kdlib.models import build_model
+
+
+@dataclass
+class TeacherArtifact:
+    """A teacher's weights and route on disk; `build(data)` makes the model."""
+
+    path: Path
+    config: RunConfig  # the teacher's model spec lives in config.teacher.model
+    route_epochs: list[int]
+
+    def _model(self, data: DataBundle, weights: Path) -> nn.Module:
+        model = build_model(self.config.teacher.model, data.input_shape, data.num_classes)
+        try:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except RuntimeError as error:
+            raise ConfigError(
+                f"teacher.checkpoint: {weights} does not fit teacher.model "
+                f"({self.config.teacher.model.name}): {str(error).splitlines()[0]}"
+            ) from None
+        return model.eval().requires_grad_(False)
+
+    def build(self, data: DataBundle) -> nn.Module:
+        return self._model(data, self.path / "model.pt" if self.path.is_dir() else self.path)
+
+    def build_route(self, data: DataBundle, epoch: int) -> nn.Module:
+        """The teacher as it was after `epoch` epochs of its training."""
+        if epoch not in self.route_epochs:
+            raise KeyError(f"the teacher's route has epochs {self.route_epochs}, not {epoch}")
+        return self._model(data, self.path / "route" / f"epoch_{epoch:04d}.pt")
+
+    def meta(self) -> dict:
+        meta = self.path / "meta.json"
+        return json.loads(meta.read_text()) if meta.exists() else {}
+
+
+def teacher_key(config: RunConfig) -> dict:
+    t = config.teacher
+    return {
+        "data": config.data.model_dump(mode="json"),
+        "model": t.model.model_dump(mode="json"),
+        "seed": t.seed,
+        "recipe": t.model_dump(mode="json", include={"epochs", "batch_size", "optimizer", "lr_schedule", "grad_clip"}),
+        "route": t.route.saved_epochs(t.epochs),
+    }
+
+
+def teacher_run_config(config: RunConfig) -> RunConfig:
+    """The run that trains the teacher: plain cross-entropy with the teacher's own recipe."""
+    t = config.teacher
+    return RunConfig(
+        data=config.data,
+        student=t.model,
+        method={"name": "ce"},
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        optimizer=t.optimizer,
+        lr_schedule=t.lr_schedule,
+        grad_clip=t.grad_clip,
+        seed=t.seed,
+        device=config.device,
+        amp=config.amp,
+        probes=config.probes,
+        output=OutputSection(name=f"teacher {t.model.name} on {config.data.name}", route=t.route),
+    )
+
+
+def _route_epochs(folder: Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in (folder / "route").glob("epoch_*.pt")) if folder.is_dir() else []
+
+
+def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
+    """The artifact for `config.teacher`: loaded from `checkpoint`, found in the cache, or trained now.
+
+    `train(teacher_config, run_id)` runs the teacher's training (the runner passes its executor);
+    a file lock makes two runs that need the same new teacher train it once.
+    """
+    t = config.teacher
+    if t.checkpoint:
+        path = Path(t.checkpoint).expanduser()
+        if not path.exists() and (store.home / t.checkpoint).is_dir():
+            path = store.home / t.checkpoint  # a run id: that run's final weights
+        if not path.exists():
+            raise ConfigError(
+                f"teacher.checkpoint: {t.checkpoint} is neither a weights file, a folder with model.pt, "
+                "nor a run id in this store"
+            )
+        return TeacherArtifact(path, config, _route_epochs(path))
+
+    folder = store.home / "teachers" / stable_hash(teacher_key(config))
+    folder.parent.mkdir(exist_ok=True)
+    with open(folder.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "model.pt").exists():
+            _train_into(folder, teacher_run_config(config), store, train)
+    return TeacherArtifact(folder, config, _route_epochs(folder))
+
+
+def _train_into(folder: Path, teacher_config: RunConfig, store, train) -> None:
+    run_id = store.create_run(teacher_config, kind="teacher")
+    train(teacher_config, run_id)
+    run_dir = store.run_dir(run_id)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copy2(run_dir / "model.pt", tmp / "model.pt")
+    if (run_dir / "route").exists():
+        shutil.copytree(run_dir / "route", tmp / "route")
+    final = store.epoch_metrics(run_id).iloc[-1].to_dict()
+    (tmp / "meta.json").write_text(
+        json.dumps(
+            {"run_id": run_id, "created": time.time(), "key": teacher_key_from_run(teacher_config), "final": final},
+            indent=1,
+        )
+    )
+    tmp.rename(folder)
+
+
+def teacher_key_from_run(teacher_config: RunConfig) -> dict:
+    return {
+        "model": teacher_config.student.model_dump(mode="json"),
+        "data": teacher_config.data.model_dump(mode="json"),
+        "seed": teacher_config.seed,
+        "epochs": teacher_config.epochs,
+    }

@@ -1,0 +1,271 @@
+"""The training loop: one function, method-agnostic, resumable, talking only through events.
+
+`fit(config, run_dir, sinks, teacher)` trains `config.student` with `config.method` and emits
+RunStarted, StepLogged (every `probes.log_every` steps), EpochEnded (scalars and per-sample
+arrays by dataset index), CheckpointSaved (an atomic checkpoint after every epoch) and RunEnded.
+A run whose folder holds a checkpoint continues at the epoch after it. The hot loop keeps its
+running values on the device and syncs with the host once per logged step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdlib.config import LRScheduleSection, OptimizerSection, RunConfig
+from kdlib.data import DataBundle, load_data
+from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
+from kdlib.methods import METHODS, MethodContext
+from kdlib.models import build_model
+from kdlib.probes import evaluate, predict
+
+
+class StopRequested(Exception):
+    """The user asked the run to stop; it ends as `stopped` and can be resumed."""
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Control:
+    """Pause/stop requests from outside; the default never asks for anything."""
+
+    def poll(self) -> None:
+        """Return to keep going, block while paused, raise StopRequested to stop."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device: 'mps' was asked for but Apple MPS is not available; use device: auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(section: OptimizerSection, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if section.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=section.lr,
+            momentum=section.momentum,
+            nesterov=section.nesterov,
+            weight_decay=section.weight_decay,
+        )
+    kind = torch.optim.Adam if section.name == "adam" else torch.optim.AdamW
+    return kind(params, lr=section.lr, weight_decay=section.weight_decay)
+
+
+def lr_factor(section: LRScheduleSection, epochs: int, steps_per_epoch: int, step: int) -> float:
+    """The share of the base learning rate at a global step (warm-up, then the decay)."""
+    epoch = step / steps_per_epoch
+    if section.warmup_epochs and epoch < section.warmup_epochs:
+        return (step + 1) / (section.warmup_epochs * steps_per_epoch)
+    if section.name == "cosine":
+        span = max(epochs - section.warmup_epochs, 1e-8)
+        s = min(max((epoch - section.warmup_epochs) / span, 0.0), 1.0)
+        return section.min_lr_ratio + (1 - section.min_lr_ratio) * (1 + math.cos(math.pi * s)) / 2
+    if section.name == "step":
+        return section.gamma ** sum(epoch >= m for m in section.milestones)
+    return 1.0
+
+
+def amp_settings(config: RunConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, whether a grad scaler is needed): bf16 where supported, else fp16."""
+    if not config.amp or device.type != "cuda":
+        return None, False
+    return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+TeacherSource = nn.Module | Callable[[DataBundle], nn.Module] | None
+
+
+def fit(
+    config: RunConfig,
+    run_dir: str | os.PathLike,
+    sinks: list[Sink],
+    teacher: TeacherSource = None,
+    control: Control | None = None,
+) -> nn.Module | None:
+    """Train the run's student; returns it (None if stopped). Failures are emitted as RunEnded, then raised.
+
+    `teacher` is a model, or a function that builds it once the data (and so its shapes) are known.
+    """
+    run_dir, control = Path(run_dir), control or Control()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def emit(event) -> None:
+        for sink in sinks:
+            sink.emit(event)
+
+    try:
+        student = _train(config, run_dir, emit, teacher, control)
+    except StopRequested:
+        emit(RunEnded("stopped"))
+        return None
+    except BaseException as error:
+        emit(RunEnded("failed", f"{type(error).__name__}: {error}"))
+        raise
+    emit(RunEnded("done"))
+    return student
+
+
+def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, control: Control) -> nn.Module:
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    data = load_data(config.data).to(device)
+    student = build_model(config.student, data.input_shape, data.num_classes).to(device)
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        teacher = teacher(data)
+    if teacher is not None:
+        teacher = teacher.to(device).eval().requires_grad_(False)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    context = MethodContext(data.num_classes, len(data.train), config.epochs, device)
+    distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
+    optimizer = make_optimizer(config.optimizer, list(student.parameters()) + distiller.extra_parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)
+    )
+    amp_dtype, needs_scaler = amp_settings(config, device)
+    autocast = partial(torch.autocast, device.type, dtype=amp_dtype) if amp_dtype else nullcontext
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+    route_epochs = config.output.route.saved_epochs(config.epochs) if config.output.route else []
+
+    checkpoint_path, start_epoch = run_dir / "checkpoint.pt", 0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        distiller.load_state_dict(state["distiller"])
+        start_epoch = state["epoch"] + 1
+    elif 0 in route_epochs:
+        _save_route(student, run_dir, 0)
+
+    emit(RunStarted(config.epochs, start_epoch, steps_per_epoch, str(device), len(data.train)))
+    generator = torch.Generator()
+    log_every, step = config.probes.log_every, start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, config.epochs):
+        # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
+        generator.manual_seed(config.seed * 1_000_003 + epoch)
+        torch.manual_seed(config.seed * 1_000_003 + epoch)
+        distiller.on_epoch_start(epoch)
+        student.train()
+        per_sample: dict[str, torch.Tensor] = {}
+        epoch_terms: dict[str, torch.Tensor] = {}
+        window_loss = torch.zeros((), device=device)
+        first_bad_step = torch.full((), -1, device=device)
+        for batch in data.train.batches(config.batch_size, shuffle=True, generator=generator):
+            batch = batch.to(device, non_blocking=True)
+            with autocast():
+                out = distiller.forward(batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(out.loss).backward()
+            if config.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            loss = out.loss.detach().float()
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
+            window_loss += loss
+            for key, value in {"loss": loss, **out.terms}.items():
+                epoch_terms[key] = epoch_terms.get(key, 0.0) + value.float() * len(batch)
+            for key, value in out.per_sample.items():
+                if key not in per_sample:
+                    per_sample[key] = torch.full((len(data.train),), float("nan"), device=device)
+                per_sample[key][batch.index] = value.float()
+            step += 1
+            if step % log_every == 0:
+                _check_finite(first_bad_step, epoch, steps_per_epoch, config)
+                emit(
+                    StepLogged(
+                        epoch,
+                        step,
+                        {"train.loss": (window_loss / log_every).item(), "lr": optimizer.param_groups[0]["lr"]},
+                    )
+                )
+                window_loss.zero_()
+                control.poll()
+
+        _check_finite(first_bad_step, epoch, steps_per_epoch, config)
+        scalars = {f"train.{k}": (v / len(data.train)).item() for k, v in epoch_terms.items()}
+        scalars |= {"lr": optimizer.param_groups[0]["lr"], **distiller.coefficients()}
+        arrays = {f"train.{k}": v.cpu().numpy() for k, v in per_sample.items()} if config.probes.per_sample else {}
+        if arrays:
+            arrays["train.label"] = data.train.targets.cpu().numpy()
+        for split_name in config.probes.eval_splits:
+            split = getattr(data, split_name)
+            logits = predict(student, split, config.batch_size, device, autocast)
+            split_scalars, split_arrays = evaluate(logits, split.targets, config.probes.ece_bins)
+            scalars |= {f"{split_name}.{k}": v for k, v in split_scalars.items()}
+            if config.probes.per_sample and split_name != "train":
+                arrays |= {f"{split_name}.{k}": v for k, v in split_arrays.items()}
+        emit(EpochEnded(epoch, step, scalars, arrays))
+
+        if epoch + 1 in route_epochs:
+            _save_route(student, run_dir, epoch + 1)
+        save_atomic(
+            {
+                "epoch": epoch,
+                "student": student.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "distiller": distiller.state_dict(),
+            },
+            checkpoint_path,
+        )
+        emit(CheckpointSaved(epoch, str(checkpoint_path)))
+        control.poll()
+
+    save_atomic(student.state_dict(), run_dir / "model.pt")
+    return student
+
+
+def _save_route(model: nn.Module, run_dir: Path, epoch: int) -> None:
+    (run_dir / "route").mkdir(exist_ok=True)
+    save_atomic(model.state_dict(), run_dir / "route" / f"epoch_{epoch:04d}.pt")
+
+
+def _check_finite(first_bad_step: torch.Tensor, epoch: int, steps_per_epoch: int, config: RunConfig) -> None:
+    bad = int(first_bad_step)
+    if bad < 0:
+        return
+    hints = [f"lower optimizer.lr (now {config.optimizer.lr})"]
+    if "temperature" in type(config.method).model_fields:
+        hints.append("check method.temperature (a very small T makes the soft term explode)")
+    if config.grad_clip is None:
+        hints.append("set grad_clip (e.g. 5.0)")
+    raise NonFiniteLoss(
+        f"the loss became NaN or infinite at step {bad} (epoch {epoch}, step "
+        f"{bad - epoch * steps_per_epoch} of {steps_per_epoch}); " + "; ".join(hints)
+    )

@@ -1,0 +1,41 @@
+"""Shared fixtures: every test writes into its own kdlib home."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdlib.config import validate_config
+
+
+@pytest.fixture(autouse=True)
+def kdlib_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("KDLIB_HOME", str(home))
+    return home
+
+
+def tiny_config(**changes) -> dict:
+    """A run that trains in about a second on toy2d: a tiny MLP student, a small MLP teacher."""
+    config = {
+        "data": {"name": "toy2d", "shape": "moons", "n_samples": 400, "noise": 0.2},
+        "student": {"name": "mlp", "hidden": [8]},
+        "teacher": {"model": {"name": "mlp", "hidden": [32, 32]}, "epochs": 3, "route": {"every": 1}},
+        "method": {"name": "kd", "temperature": 2.0},
+        "epochs": 3,
+        "batch_size": 32,
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "probes": {"log_every": 2},
+        "device": "cpu",
+    }
+    for path, value in changes.items():
+        node = config
+        *parents, leaf = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture
+def tiny():
+    return lambda **changes: validate_config(tiny_config(**changes))

@@ -1,0 +1,56 @@
+"""Hinton KD against the hand computations of METHODS.md section 2.3."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdlib.data.base import Batch
+from kdlib.methods.kd import kd_loss, kd_loss_per_sample, kd_step_output
+from kdlib.methods.label_smoothing import label_smoothing_loss
+
+S, T = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 2.0, 1.0]])
+
+
+def test_kd_loss_matches_hand_computation_with_t_squared():
+    assert kd_loss(S, T, temperature=4.0).item() == pytest.approx(1.319630, abs=1e-6)
+    assert kd_loss_per_sample(S, T, 4.0).item() / 16 == pytest.approx(0.082477, abs=1e-6)
+
+
+def test_weighted_kd_loss_matches_hand_computation():
+    batch = Batch(S, torch.tensor([2]), torch.tensor([0]))
+    out = kd_step_output(batch, S, T, temperature=4.0, w_ce=0.1, w_kd=0.9)
+    assert out.loss.item() == pytest.approx(1.228428, abs=1e-6)
+    assert out.terms["loss_ce"].item() == pytest.approx(0.407606, abs=1e-6)
+
+
+def test_batch_reduction_is_batchmean_not_mean_over_classes():
+    student = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    teacher = torch.tensor([[3.0, 2.0, 1.0], [1.0, 0.0, 0.0]])
+    assert kd_loss(student, teacher, 4.0).item() / 16 == pytest.approx(0.044884, abs=1e-6)
+
+
+def test_gradient_is_t_times_probability_difference_over_n():
+    student = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(4, 5, dtype=torch.float64)
+    kd_loss(student, teacher, 3.0).backward()
+    expected = 3.0 * (F.softmax(student.detach() / 3, 1) - F.softmax(teacher / 3, 1)) / 4
+    assert torch.allclose(student.grad.double(), expected, atol=1e-6)
+
+
+def test_identical_logits_give_zero_loss():
+    assert kd_loss(S, S, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kd_loss_is_float32_under_low_precision_inputs():
+    assert kd_loss(S.half(), T.half(), 4.0).dtype == torch.float32
+
+
+def test_label_smoothing_is_kd_with_a_uniform_teacher_at_t1():
+    logits, labels, eps = torch.randn(6, 4), torch.randint(0, 4, (6,)), 0.2
+    batch = Batch(logits, labels, torch.arange(6))
+    kd = kd_step_output(batch, logits, torch.zeros(6, 4), temperature=1.0, w_ce=1 - eps, w_kd=eps).loss
+    assert kd.item() == pytest.approx(
+        label_smoothing_loss(logits, labels, eps).item() - eps * torch.log(torch.tensor(4.0)).item(), abs=1e-5
+    )

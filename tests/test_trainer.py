@@ -1,0 +1,121 @@
+"""The loop through the runner, in this process: resume, failure, teachers, per-sample values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kdlib.events import EpochEnded, MemorySink, RunStarted
+from kdlib.runner import execute
+from kdlib.store import RunStore
+
+
+class StopAfter:
+    """A sink that asks the run to stop once an epoch has ended."""
+
+    def __init__(self, store: RunStore, run_id: str, epoch: int) -> None:
+        self.store, self.run_id, self.epoch = store, run_id, epoch
+
+    def emit(self, event) -> None:
+        if isinstance(event, EpochEnded) and event.epoch == self.epoch:
+            self.store.request(self.run_id, "stop")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_stopped_run_resumes_at_the_next_epoch_with_continuous_metrics(tiny):
+    store, config = RunStore(), tiny(epochs=5, method={"name": "ce"})
+    run_id = store.create_run(config)
+    assert execute(run_id, store, [StopAfter(store, run_id, 1)]) == "stopped"
+    assert store.run(run_id)["epoch"] == 1
+    events = MemorySink()
+    assert execute(run_id, store, [events]) == "done"
+    assert events.of(RunStarted)[0].start_epoch == 2
+    epochs = store.epoch_metrics(run_id)
+    assert list(epochs.index) == [0, 1, 2, 3, 4]
+    steps = store.metrics(run_id, scope="step").query("key == 'train.loss'").step
+    assert steps.is_monotonic_increasing and steps.is_unique
+    assert store.per_sample_epochs(run_id) == [0, 1, 2, 3, 4]
+
+    # the interrupted run ends exactly where an uninterrupted one does
+    straight = store.create_run(config)
+    execute(straight, store)
+    assert np.allclose(store.epoch_metrics(straight)["test.nll"], epochs["test.nll"], atol=1e-6)
+
+
+def test_a_nan_loss_fails_the_run_with_its_step_and_a_hint(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny(method={"name": "ce"}, optimizer={"name": "sgd", "lr": 1e30}))
+    assert execute(run_id, store) == "failed"
+    error = store.run(run_id)["error"]
+    assert "NaN or infinite at step" in error and "lower optimizer.lr" in error
+
+
+def test_a_failed_run_keeps_what_it_wrote(tiny):
+    store = RunStore()
+    exploding_lr = {"name": "step", "milestones": [2], "gamma": 1e30}  # fine for two epochs, then NaN
+    run_id = store.create_run(
+        tiny(method={"name": "ce"}, epochs=4, optimizer={"name": "sgd", "lr": 0.1}, lr_schedule=exploding_lr)
+    )
+    assert execute(run_id, store) == "failed"
+    assert "(epoch 2," in store.run(run_id)["error"]
+    assert list(store.epoch_metrics(run_id).index) == [0, 1]
+    assert store.per_sample_epochs(run_id) == [0, 1]
+    assert (store.run_dir(run_id) / "checkpoint.pt").exists()
+
+
+def test_a_teacher_is_trained_once_and_reused(tiny):
+    store = RunStore()
+    first = store.create_run(tiny())
+    second = store.create_run(tiny(seed=1, method={"name": "kd", "temperature": 4.0}))
+    assert execute(first, store) == "done" and execute(second, store) == "done"
+    teachers = store.runs(kind="teacher")
+    assert len(teachers) == 1 and teachers.status.iloc[0] == "done"
+    (artifact,) = (store.home / "teachers").glob("*/model.pt")
+    route = sorted(p.name for p in (artifact.parent / "route").iterdir())
+    assert route == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
+    # another teacher recipe is another artifact
+    third = store.create_run(tiny(teacher__epochs=2))
+    execute(third, store)
+    assert len(store.runs(kind="teacher")) == 2
+
+
+def test_kd_per_sample_values_cover_every_training_sample(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny())
+    execute(run_id, store)
+    arrays = store.per_sample(run_id, 2)
+    n = len(arrays["label"])
+    for key in ("p_true_student", "p_true_teacher", "loss_per_sample", "kl"):
+        assert arrays[key].shape == (n,) and np.isfinite(arrays[key]).all(), key
+    test = store.per_sample(run_id, 2, split="test")
+    assert set(test) == {"p_true", "predicted", "confidence"}
+    assert store.trajectory(run_id, "p_true_student", 0).index.tolist() == [0, 1, 2]
+
+
+def test_a_missing_teacher_checkpoint_fails_with_the_field(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny(teacher__checkpoint="/nonexistent/teacher.pt"))
+    assert execute(run_id, store) == "failed"
+    assert "teacher.checkpoint" in store.run(run_id)["error"]
+
+
+def test_a_finished_run_serves_as_a_teacher_by_id(tiny):
+    store = RunStore()
+    teacher_run = store.create_run(tiny(method={"name": "ce"}, student={"name": "mlp", "hidden": [32, 32]}))
+    execute(teacher_run, store)
+    student = store.create_run(tiny(teacher__checkpoint=teacher_run))
+    assert execute(student, store) == "done"
+    assert store.runs(kind="teacher").empty
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_eval_scalars_are_logged_per_epoch(tiny, split):
+    store = RunStore()
+    run_id = store.create_run(tiny(method={"name": "ce"}))
+    execute(run_id, store)
+    frame = store.epoch_metrics(run_id)
+    for key in ("acc", "nll", "ece"):
+        assert frame[f"{split}.{key}"].notna().all()
+    assert frame["lr"].iloc[-1] < frame["lr"].iloc[0]  # cosine decay
