@@ -16,24 +16,31 @@ from torch import Tensor, nn
 from kdlib.data.base import Split
 
 
-def calibration_bins(confidence: np.ndarray, correct: np.ndarray, num_bins: int = 15) -> pd.DataFrame:
+def calibration_sums(confidence: Tensor, correct: Tensor, num_bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per equal-width bin (m-1)/M < c <= m/M: sample count, summed confidence, summed correctness."""
+    which = (torch.ceil(confidence * num_bins).long() - 1).clamp(0, num_bins - 1)
+    return (torch.bincount(which, minlength=num_bins), torch.bincount(which, confidence, num_bins),
+            torch.bincount(which, correct.to(confidence.dtype), num_bins))
+
+
+def calibration_bins(confidence, correct, num_bins: int = 15) -> pd.DataFrame:
     """Per bin: its edges, sample count, mean confidence and accuracy (the reliability diagram)."""
-    confidence, correct = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    sums = calibration_sums(torch.as_tensor(confidence, dtype=torch.float64), torch.as_tensor(correct), num_bins)
+    count, confidence_sum, correct_sum = (t.cpu().numpy() for t in sums)
     edges = np.linspace(0, 1, num_bins + 1)
-    which = np.clip(np.ceil(confidence * num_bins).astype(int) - 1, 0, num_bins - 1)
-    count = np.bincount(which, minlength=num_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_confidence = np.bincount(which, confidence, num_bins) / count
-        accuracy = np.bincount(which, correct, num_bins) / count
-    return pd.DataFrame(
-        {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_confidence, "accuracy": accuracy}
-    )
+        return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count,
+                             "confidence": confidence_sum / count, "accuracy": correct_sum / count})
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, num_bins: int = 15) -> float:
-    bins = calibration_bins(confidence, correct, num_bins)
-    filled = bins[bins["count"] > 0]
-    return float((filled["count"] * (filled.accuracy - filled.confidence).abs()).sum() / max(len(confidence), 1))
+def expected_calibration_error(confidence, correct, num_bins: int = 15) -> float:
+    return float(_ece(torch.as_tensor(confidence, dtype=torch.float64), torch.as_tensor(correct), num_bins))
+
+
+def _ece(confidence: Tensor, correct: Tensor, num_bins: int) -> Tensor:
+    """sum_m |B_m|/n * |acc(B_m) - conf(B_m)|, which is (1/n) sum_m |correct sum - confidence sum|."""
+    count, confidence_sum, correct_sum = calibration_sums(confidence, correct, num_bins)
+    return (correct_sum - confidence_sum).abs().sum() / max(len(confidence), 1)
 
 
 @torch.no_grad()
@@ -50,17 +57,17 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
 
 
 def evaluate(logits: Tensor, labels: Tensor, ece_bins: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Accuracy, NLL and ECE of a split, and its per-sample true-class probability and prediction."""
+    """Accuracy, NLL and ECE of a split, and per sample its true-class probability, prediction and confidence.
+
+    Computed on the logits' device with one host transfer for the scalars and one for the arrays.
+    """
     labels = labels.to(logits.device)
-    log_probs = F.log_softmax(logits, dim=1)
-    confidence, predicted = log_probs.exp().max(1)
-    correct = predicted == labels
-    scalars = {"acc": correct.float().mean().item(), "nll": F.nll_loss(log_probs, labels).item()}
-    confidence_np, correct_np = confidence.cpu().numpy(), correct.cpu().numpy()
-    scalars["ece"] = expected_calibration_error(confidence_np, correct_np, ece_bins)
-    per_sample = {
-        "p_true": log_probs.gather(1, labels[:, None]).squeeze(1).exp().cpu().numpy(),
-        "predicted": predicted.cpu().numpy(),
-        "confidence": confidence_np,
-    }
-    return scalars, per_sample
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    log_confidence, predicted = log_probs.max(1)
+    confidence, correct = log_confidence.exp(), predicted == labels
+    log_p_true = log_probs.gather(1, labels[:, None]).squeeze(1)
+    ece = _ece(confidence, correct, ece_bins)
+    acc, nll, ece = torch.stack([correct.float().mean(), -log_p_true.mean(), ece]).tolist()
+    p_true, predicted_f, confidence = torch.stack([log_p_true.exp(), predicted.float(), confidence]).cpu().numpy()
+    arrays = {"p_true": p_true, "predicted": predicted_f.astype(np.int64), "confidence": confidence}
+    return {"acc": acc, "nll": nll, "ece": ece}, arrays

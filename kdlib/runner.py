@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.config import RunConfig, config_from
-from kdlib.events import RunEnded, Sink
+from kdlib.events import Sink
 from kdlib.methods import METHODS
 from kdlib.store import ACTIVE, RunStore, StoreSink
 from kdlib.teachers import obtain_teacher
@@ -64,10 +64,10 @@ def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
             teacher = obtain_teacher(config, store, train).build
         train(config, run_id, teacher)
     except StopRequested:
-        StoreSink(store, run_id).emit(RunEnded("stopped"))
+        store.end_run(run_id, "stopped")
     except BaseException as error:  # noqa: BLE001 - whatever happened, the run must not stay "running"
         if store.run(run_id)["status"] != "failed":
-            StoreSink(store, run_id).emit(RunEnded("failed", f"{type(error).__name__}: {error}"))
+            store.end_run(run_id, "failed", f"{type(error).__name__}: {error}")
     return store.run(run_id)["status"]
 
 

@@ -10,9 +10,11 @@ connection per call, so they work from any process or thread while a writer is r
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,6 +145,10 @@ class RunStore:
         columns = ", ".join(f"{k} = ?" for k in fields)
         with self._connect() as db:
             db.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), run_id))
+
+    def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        self.update_run(run_id, status=status, error=error, ended=time.time())
+        self.log_event(run_id, status, error or "")
 
     def rename_run(self, run_id: str, name: str) -> None:
         self.run(run_id)
@@ -284,48 +290,65 @@ def compact(values: np.ndarray) -> np.ndarray:
 
 
 class StoreSink:
-    """Writes one run's events into the store; one connection, held for the run's life."""
+    """Writes one run's events into the store from a background thread, in the order they came.
+
+    Writing per-sample arrays and scalars overlaps the next steps of training; `close()` returns
+    once everything is written. An error in the writer is raised at the next `emit` or `close`.
+    """
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self.store, self.run_id = store, run_id
-        self.db = sqlite3.connect(store.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-
-    def _scalars(self, scope: str, epoch: int, step: int, scalars: dict[str, float]) -> None:
-        with self.db:
-            self.db.executemany(
-                "INSERT INTO metrics (run_id, scope, epoch, step, key, value) VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.run_id, scope, epoch, step, k, float(v)) for k, v in scalars.items()],
-            )
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_all, name=f"kdlib-store-{run_id}", daemon=True)
+        self._thread.start()
 
     def emit(self, event: Event) -> None:
+        self._raise_error()
+        self._queue.put(event)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"writing run {self.run_id} to the store failed: {error}") from error
+
+    def _write_all(self) -> None:
+        db = sqlite3.connect(self.store.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        try:
+            while (event := self._queue.get()) is not None:
+                try:
+                    self._write(db, event)
+                except BaseException as error:  # noqa: BLE001 - handed to the training thread
+                    self._error = error
+        finally:
+            db.close()
+
+    def _scalars(self, db, scope: str, epoch: int, step: int, scalars: dict[str, float]) -> None:
+        with db:
+            db.executemany("INSERT INTO metrics (run_id, scope, epoch, step, key, value) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(self.run_id, scope, epoch, step, k, float(v)) for k, v in scalars.items()])
+
+    def _write(self, db, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.store.truncate(self.run_id, event.start_epoch)
-            self.store.update_run(
-                self.run_id,
-                status="running",
-                control="run",
-                started=time.time(),
-                ended=None,
-                error=None,
-                pid=os.getpid(),
-                total_epochs=event.total_epochs,
-                steps_per_epoch=event.steps_per_epoch,
-                device=event.device,
-            )
+            self.store.update_run(self.run_id, status="running", control="run", started=time.time(), ended=None,
+                                  error=None, pid=os.getpid(), total_epochs=event.total_epochs,
+                                  steps_per_epoch=event.steps_per_epoch, device=event.device)
             self.store.log_event(self.run_id, "started", f"epoch {event.start_epoch} on {event.device}")
         elif isinstance(event, StepLogged):
-            self._scalars("step", event.epoch, event.step, event.scalars)
+            self._scalars(db, "step", event.epoch, event.step, event.scalars)
         elif isinstance(event, EpochEnded):
-            if event.per_sample:
+            if event.per_sample:  # arrays first: whoever sees the epoch's scalars finds its arrays
                 self.store.write_per_sample(self.run_id, event.epoch, event.per_sample)
-            self._scalars("epoch", event.epoch, event.step, event.scalars)
+            self._scalars(db, "epoch", event.epoch, event.step, event.scalars)
         elif isinstance(event, CheckpointSaved):
             self.store.update_run(self.run_id, epoch=event.epoch)
         elif isinstance(event, RunEnded):
-            self.store.update_run(self.run_id, status=event.status, error=event.error, ended=time.time())
-            self.store.log_event(self.run_id, event.status, event.error or "")
-
-    def close(self) -> None:
-        self.db.close()
+            self.store.end_run(self.run_id, event.status, event.error)

@@ -13,6 +13,7 @@ import math
 import os
 import random
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -135,6 +136,47 @@ def fit(
     return student
 
 
+class Checkpointer:
+    """Atomic checkpoints written by a background thread, so saving overlaps the next epoch.
+
+    The state is cloned first, so training that goes on cannot change what is being written.
+    `on_saved(epoch)` is called from the training thread once a checkpoint is on disk: when the
+    next one is asked for, or at `close()`.
+    """
+
+    def __init__(self, on_saved: Callable[[int], None]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdlib-checkpoint")
+        self._pending: tuple[int, Future] | None = None
+        self._on_saved = on_saved
+
+    def save(self, epoch: int, state: dict, path: Path) -> None:
+        self.wait()
+        self._pending = (epoch, self._pool.submit(save_atomic, _clone(state), path))
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            epoch, future = self._pending
+            self._pending = None
+            future.result()
+            self._on_saved(epoch)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
+
+
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
 def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, control: Control) -> nn.Module:
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -148,20 +190,18 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     context = MethodContext(data.num_classes, len(data.train), config.epochs, device)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
     optimizer = make_optimizer(config.optimizer, list(student.parameters()) + distiller.extra_parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)
-    )
+    lr_at = partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)
     amp_dtype, needs_scaler = amp_settings(config, device)
     autocast = partial(torch.autocast, device.type, dtype=amp_dtype) if amp_dtype else nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
     route_epochs = config.output.route.saved_epochs(config.epochs) if config.output.route else []
 
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # before a checkpoint overwrites them
     checkpoint_path, start_epoch = run_dir / "checkpoint.pt", 0
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         distiller.load_state_dict(state["distiller"])
         start_epoch = state["epoch"] + 1
@@ -170,85 +210,86 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
 
     emit(RunStarted(config.epochs, start_epoch, steps_per_epoch, str(device), len(data.train)))
     generator = torch.Generator()
+    checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(checkpoint_path))))
     log_every, step = config.probes.log_every, start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, config.epochs):
-        # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
-        generator.manual_seed(config.seed * 1_000_003 + epoch)
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
-        distiller.on_epoch_start(epoch)
-        student.train()
-        per_sample: dict[str, torch.Tensor] = {}
-        epoch_terms: dict[str, torch.Tensor] = {}
-        window_loss = torch.zeros((), device=device)
-        first_bad_step = torch.full((), -1, device=device)
-        for batch in data.train.batches(config.batch_size, shuffle=True, generator=generator):
-            batch = batch.to(device, non_blocking=True)
-            with autocast():
-                out = distiller.forward(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            if config.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
+            generator.manual_seed(config.seed * 1_000_003 + epoch)
+            torch.manual_seed(config.seed * 1_000_003 + epoch)
+            distiller.on_epoch_start(epoch)
+            student.train()
+            # Values of each step go into preallocated device tensors: a write per step, no host sync.
+            per_step: dict[str, torch.Tensor] = {}
+            per_sample: dict[str, torch.Tensor] = {}
+            logged = 0
+            for i, batch in enumerate(data.train.batches(config.batch_size, shuffle=True, generator=generator)):
+                batch = batch.to(device, non_blocking=True)
+                for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base_lr * lr_at(step)
+                with autocast():
+                    out = distiller.forward(batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out.loss).backward()
+                if config.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
 
-            loss = out.loss.detach().float()
-            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
-            window_loss += loss
-            for key, value in {"loss": loss, **out.terms}.items():
-                epoch_terms[key] = epoch_terms.get(key, 0.0) + value.float() * len(batch)
-            for key, value in out.per_sample.items():
-                if key not in per_sample:
-                    per_sample[key] = torch.full((len(data.train),), float("nan"), device=device)
-                per_sample[key][batch.index] = value.float()
-            step += 1
-            if step % log_every == 0:
-                _check_finite(first_bad_step, epoch, steps_per_epoch, config)
-                emit(
-                    StepLogged(
-                        epoch,
-                        step,
-                        {"train.loss": (window_loss / log_every).item(), "lr": optimizer.param_groups[0]["lr"]},
-                    )
-                )
-                window_loss.zero_()
-                control.poll()
+                _record(per_step, {"loss": out.loss, **out.terms}, i, steps_per_epoch, device)
+                _record(per_sample, out.per_sample, batch.index, len(data.train), device)
+                step += 1
+                if step % log_every == 0:
+                    _check_finite(per_step["loss"][: i + 1], epoch, steps_per_epoch, config)
+                    window = per_step["loss"][logged : i + 1].mean().item()
+                    emit(StepLogged(epoch, step, {"train.loss": window, "lr": optimizer.param_groups[0]["lr"]}))
+                    logged = i + 1
+                    control.poll()
 
-        _check_finite(first_bad_step, epoch, steps_per_epoch, config)
-        scalars = {f"train.{k}": (v / len(data.train)).item() for k, v in epoch_terms.items()}
-        scalars |= {"lr": optimizer.param_groups[0]["lr"], **distiller.coefficients()}
-        arrays = {f"train.{k}": v.cpu().numpy() for k, v in per_sample.items()} if config.probes.per_sample else {}
-        if arrays:
-            arrays["train.label"] = data.train.targets.cpu().numpy()
-        for split_name in config.probes.eval_splits:
-            split = getattr(data, split_name)
-            logits = predict(student, split, config.batch_size, device, autocast)
-            split_scalars, split_arrays = evaluate(logits, split.targets, config.probes.ece_bins)
-            scalars |= {f"{split_name}.{k}": v for k, v in split_scalars.items()}
-            if config.probes.per_sample and split_name != "train":
-                arrays |= {f"{split_name}.{k}": v for k, v in split_arrays.items()}
-        emit(EpochEnded(epoch, step, scalars, arrays))
-
-        if epoch + 1 in route_epochs:
-            _save_route(student, run_dir, epoch + 1)
-        save_atomic(
-            {
-                "epoch": epoch,
-                "student": student.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "distiller": distiller.state_dict(),
-            },
-            checkpoint_path,
-        )
-        emit(CheckpointSaved(epoch, str(checkpoint_path)))
-        control.poll()
-
+            _check_finite(per_step["loss"], epoch, steps_per_epoch, config)
+            scalars, arrays = _epoch_summary(config, data, student, distiller, per_step, per_sample, autocast, device)
+            scalars["lr"] = optimizer.param_groups[0]["lr"]
+            emit(EpochEnded(epoch, step, scalars, arrays))
+            if epoch + 1 in route_epochs:
+                _save_route(student, run_dir, epoch + 1)
+            state = {"epoch": epoch, "student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scaler": scaler.state_dict(), "distiller": distiller.state_dict()}
+            checkpointer.save(epoch, state, checkpoint_path)
+            control.poll()
+    finally:
+        checkpointer.close()
     save_atomic(student.state_dict(), run_dir / "model.pt")
     return student
+
+
+def _record(table: dict[str, torch.Tensor], values: dict[str, torch.Tensor], where, length: int, device) -> None:
+    """Write a step's values into their rows (`where`: the step, or the batch's dataset indices)."""
+    for key, value in values.items():
+        if key not in table:
+            table[key] = torch.full((length,), float("nan"), device=device)
+        table[key][where] = value.detach().float()
+
+
+def _epoch_summary(config, data, student, distiller, per_step, per_sample, autocast, device):
+    """The epoch's scalars (training terms, coefficients, evaluation) and per-sample arrays."""
+    batch_sizes = torch.full((len(per_step["loss"]),), float(config.batch_size), device=device)
+    batch_sizes[-1] = len(data.train) - config.batch_size * (len(batch_sizes) - 1)
+    terms = torch.stack(list(per_step.values())) @ batch_sizes / len(data.train)
+    scalars = dict(zip((f"train.{k}" for k in per_step), terms.tolist(), strict=True))
+    scalars |= distiller.coefficients()
+    arrays = {}
+    if config.probes.per_sample:
+        arrays = {f"train.{k}": v.cpu().numpy() for k, v in per_sample.items()}
+        arrays["train.label"] = data.train.targets.cpu().numpy()
+    for split_name in config.probes.eval_splits:
+        split = getattr(data, split_name)
+        logits = predict(student, split, config.batch_size, device, autocast)
+        split_scalars, split_arrays = evaluate(logits, split.targets, config.probes.ece_bins)
+        scalars |= {f"{split_name}.{k}": v for k, v in split_scalars.items()}
+        if config.probes.per_sample and split_name != "train":
+            arrays |= {f"{split_name}.{k}": v for k, v in split_arrays.items()}
+    return scalars, arrays
 
 
 def _save_route(model: nn.Module, run_dir: Path, epoch: int) -> None:
@@ -256,16 +297,18 @@ def _save_route(model: nn.Module, run_dir: Path, epoch: int) -> None:
     save_atomic(model.state_dict(), run_dir / "route" / f"epoch_{epoch:04d}.pt")
 
 
-def _check_finite(first_bad_step: torch.Tensor, epoch: int, steps_per_epoch: int, config: RunConfig) -> None:
-    bad = int(first_bad_step)
-    if bad < 0:
+def _check_finite(losses: torch.Tensor, epoch: int, steps_per_epoch: int, config: RunConfig) -> None:
+    """Raise with the first step whose loss is NaN or infinite (one host sync, at logged steps)."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if len(bad) == 0:
         return
     hints = [f"lower optimizer.lr (now {config.optimizer.lr})"]
     if "temperature" in type(config.method).model_fields:
         hints.append("check method.temperature (a very small T makes the soft term explode)")
     if config.grad_clip is None:
         hints.append("set grad_clip (e.g. 5.0)")
+    first = int(bad[0])
     raise NonFiniteLoss(
-        f"the loss became NaN or infinite at step {bad} (epoch {epoch}, step "
-        f"{bad - epoch * steps_per_epoch} of {steps_per_epoch}); " + "; ".join(hints)
+        f"the loss became NaN or infinite at step {epoch * steps_per_epoch + first} (epoch {epoch}, step "
+        f"{first} of {steps_per_epoch}); " + "; ".join(hints)
     )
