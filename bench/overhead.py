@@ -59,7 +59,7 @@ class EpochClock:
         pass
 
     def epoch_times(self) -> list[float]:
-        return [b - a for a, b in zip(self.times[1:], self.times[2:])]  # the first epoch is warm-up
+        return [b - a for a, b in zip(self.times[1:], self.times[2:], strict=False)]  # the first epoch is warm-up
 
 
 def kdlib_epochs(config, store: RunStore, teacher) -> list[float]:
@@ -86,8 +86,12 @@ def hand_epochs(config, data, teacher) -> list[float]:
             with torch.no_grad():
                 teacher_logits = teacher(x[rows])
             logits = student(x[rows])
-            soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1),
-                            reduction="batchmean", log_target=True)
+            soft = F.kl_div(
+                F.log_softmax(logits / temperature, 1),
+                F.log_softmax(teacher_logits / temperature, 1),
+                reduction="batchmean",
+                log_target=True,
+            )
             loss = 0.1 * F.cross_entropy(logits, y[rows]) + 0.9 * temperature**2 * soft
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -97,7 +101,7 @@ def hand_epochs(config, data, teacher) -> list[float]:
             for split in (data.val, data.test):
                 (student(split.x).argmax(1) == split.y).float().mean().item()
         times.append(time.perf_counter())
-    return [b - a for a, b in zip(times[1:-1], times[2:])]
+    return [b - a for a, b in zip(times[1:-1], times[2:], strict=False)]
 
 
 def main() -> None:
@@ -114,11 +118,16 @@ def main() -> None:
         for repeat in range(args.repeats):
             ours += kdlib_epochs(config, store, teacher)
             theirs += hand_epochs(config, data, teacher)
-            print(f"repeat {repeat}: kdlib {statistics.median(ours) * 1e3:.1f} ms/epoch, "
-                  f"hand {statistics.median(theirs) * 1e3:.1f} ms/epoch", flush=True)
+            print(
+                f"repeat {repeat}: kdlib {statistics.median(ours) * 1e3:.1f} ms/epoch, "
+                f"hand {statistics.median(theirs) * 1e3:.1f} ms/epoch",
+                flush=True,
+            )
     ratio = statistics.median(ours) / statistics.median(theirs)
-    print(f"threads {torch.get_num_threads()}, {len(ours)} epochs each, {len(data.train)} training samples, "
-          f"batch {config.batch_size}")
+    print(
+        f"threads {torch.get_num_threads()}, {len(ours)} epochs each, {len(data.train)} training samples, "
+        f"batch {config.batch_size}"
+    )
     print(f"overhead_ratio {ratio:.3f}")
 
 

@@ -139,6 +139,23 @@ class ProbesSection(Section):
         ["val", "test"], description="splits evaluated after each epoch"
     )
     per_sample: bool = Field(True, description="record per-sample values of the training split every epoch")
+    grad_stats: bool = Field(
+        True,
+        description="record per sample the gradient at the student's logits and its ratio "
+        "to plain cross-entropy's (read after the backward pass: no extra pass)",
+    )
+    probs_every: int = Field(
+        1,
+        ge=0,
+        description="store every evaluated split's full class probabilities every k "
+        "epochs (and at the last epoch); 0 = never. Bias-variance per sample reads them",
+    )
+    route_probe_size: int = Field(
+        500,
+        ge=0,
+        description="test samples on which the student is placed on the "
+        "teacher's route each epoch (when the teacher has a route); 0 = off",
+    )
     log_every: int = Field(10, ge=1, description="steps between two logged step scalars (and checks of pause/stop)")
 
 

@@ -19,8 +19,11 @@ from kdlib.data.base import Split
 def calibration_sums(confidence: Tensor, correct: Tensor, num_bins: int) -> tuple[Tensor, Tensor, Tensor]:
     """Per equal-width bin (m-1)/M < c <= m/M: sample count, summed confidence, summed correctness."""
     which = (torch.ceil(confidence * num_bins).long() - 1).clamp(0, num_bins - 1)
-    return (torch.bincount(which, minlength=num_bins), torch.bincount(which, confidence, num_bins),
-            torch.bincount(which, correct.to(confidence.dtype), num_bins))
+    return (
+        torch.bincount(which, minlength=num_bins),
+        torch.bincount(which, confidence, num_bins),
+        torch.bincount(which, correct.to(confidence.dtype), num_bins),
+    )
 
 
 def calibration_bins(confidence, correct, num_bins: int = 15) -> pd.DataFrame:
@@ -29,8 +32,15 @@ def calibration_bins(confidence, correct, num_bins: int = 15) -> pd.DataFrame:
     count, confidence_sum, correct_sum = (t.cpu().numpy() for t in sums)
     edges = np.linspace(0, 1, num_bins + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "count": count,
-                             "confidence": confidence_sum / count, "accuracy": correct_sum / count})
+        return pd.DataFrame(
+            {
+                "lower": edges[:-1],
+                "upper": edges[1:],
+                "count": count,
+                "confidence": confidence_sum / count,
+                "accuracy": correct_sum / count,
+            }
+        )
 
 
 def expected_calibration_error(confidence, correct, num_bins: int = 15) -> float:
@@ -71,3 +81,68 @@ def evaluate(logits: Tensor, labels: Tensor, ece_bins: int) -> tuple[dict[str, f
     p_true, predicted_f, confidence = torch.stack([log_p_true.exp(), predicted.float(), confidence]).cpu().numpy()
     arrays = {"p_true": p_true, "predicted": predicted_f.astype(np.int64), "confidence": confidence}
     return {"acc": acc, "nll": nll, "ece": ece}, arrays
+
+
+def reliability_table(logits: Tensor, labels: Tensor, num_bins: int) -> np.ndarray:
+    """[num_bins, 3]: per bin the sample count, summed confidence and summed correctness."""
+    confidence, predicted = F.softmax(logits.float(), dim=1).max(1)
+    sums = calibration_sums(confidence, predicted == labels.to(logits.device), num_bins)
+    return torch.stack([t.float() for t in sums], 1).cpu().numpy()
+
+
+def route_kl(student_probs: Tensor, checkpoint_probs: Tensor) -> Tensor:
+    """Mean KL(p_c || p_s) over the probe set for each checkpoint c: [C, P, K] and [P, K] -> [C]."""
+    log_s = student_probs.clamp_min(1e-12).log()
+    log_c = checkpoint_probs.clamp_min(1e-12).log()
+    return (checkpoint_probs * (log_c - log_s)).sum(-1).mean(-1)
+
+
+class RouteProbe:
+    """Where the student sits on the teacher's route: KL(p_c || p_s) on a fixed probe set, every checkpoint c.
+
+    The checkpoints' predictions on the probe set are computed once and saved beside the run
+    (`route_probe.npz`: epochs, probs [C, P, K]); each epoch adds the student's predictions.
+    """
+
+    def __init__(self, route, probe_x: Tensor, autocast) -> None:
+        self.epochs, self.probe_x, self.autocast = list(route.epochs), probe_x, autocast
+        with torch.no_grad(), autocast():
+            self.probs = torch.stack([F.softmax(route.load(c)(probe_x).float(), dim=1) for c in self.epochs])
+
+    def save(self, path) -> None:
+        np.savez(path, epochs=np.array(self.epochs), probs=self.probs.cpu().numpy().astype(np.float16))
+
+    @torch.no_grad()
+    def measure(self, student: nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        was_training = student.training
+        student.eval()
+        with self.autocast():
+            student_probs = F.softmax(student(self.probe_x).float(), dim=1)
+        student.train(was_training)
+        distances = route_kl(student_probs, self.probs).tolist()
+        scalars = {f"route_kl.{c:04d}": d for c, d in zip(self.epochs, distances, strict=True)}
+        return scalars, student_probs.cpu().numpy()
+
+
+def first_samples(split: Split, count: int) -> Tensor:
+    """The inputs of a split's first `count` samples (in dataset order)."""
+    if hasattr(split, "x"):
+        return split.x[:count]
+    return next(split.batches(count)).x
+
+
+def bias_variance(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """Per sample, Heskes' decomposition of the log loss over R predictions of the same samples.
+
+    probs [R, N, K] (R snapshots, seeds or runs), labels [N]. With the normalized geometric mean
+    ybar = exp(mean_r log p_r) / Z:  mean_r CE(y, p_r) = bias + variance, where
+    bias = CE(y, ybar) = -log ybar_y and variance = mean_r KL(ybar || p_r) = -log Z (METHODS.md section 11).
+    """
+    log_probs = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))
+    mean_log = log_probs.mean(0)
+    top = mean_log.max(1, keepdims=True)
+    log_z = (top + np.log(np.exp(mean_log - top).sum(1, keepdims=True)))[:, 0]
+    rows = np.arange(len(labels))
+    bias = -(mean_log[rows, labels] - log_z)
+    loss = -log_probs[:, rows, labels].mean(0)
+    return pd.DataFrame({"bias": bias, "variance": -log_z, "loss": loss}).rename_axis("index")

@@ -47,6 +47,8 @@ class StoreControl(Control):
 def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
     """Run a registered run in this process (resuming from its checkpoint if it has one); returns its status."""
     config = store.config(run_id)
+    if store.run(run_id)["status"] in ("stopped", "failed"):
+        store.update_run(run_id, control="run")  # executing an ended run again resumes it
 
     def train(run_config: RunConfig, rid: str, teacher=None) -> None:
         sinks = [StoreSink(store, rid), *extra_sinks]
@@ -61,7 +63,7 @@ def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
         if METHODS.get(config.method.name).needs_teacher:
             store.update_run(run_id, status="running")
             store.log_event(run_id, "teacher", "looking for the teacher artifact (training it if new)")
-            teacher = obtain_teacher(config, store, train).build
+            teacher = obtain_teacher(config, store, train)
         train(config, run_id, teacher)
     except StopRequested:
         store.end_run(run_id, "stopped")

@@ -254,6 +254,22 @@ class RunStore:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
 
+    def save_analysis(self, run_id: str, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Keep an analysis of a run (a frame) beside it; `analysis(run_id, name)` reads it back."""
+        folder = self.run_dir(run_id) / "analysis"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{name}.tmp.csv"
+        frame.to_csv(tmp)
+        tmp.replace(folder / f"{name}.csv")
+        return frame
+
+    def analysis(self, run_id: str, name: str) -> pd.DataFrame:
+        return pd.read_csv(self.run_dir(run_id) / "analysis" / f"{name}.csv", index_col=0)
+
+    def analyses(self, run_id: str) -> list[str]:
+        folder = self.run_dir(run_id) / "analysis"
+        return sorted(p.name.removesuffix(".csv") for p in folder.glob("*.csv") if ".tmp" not in p.name)
+
     def truncate(self, run_id: str, from_epoch: int) -> None:
         """Forget what a run wrote for `from_epoch` on: a resumed run writes it again."""
         with self._connect() as db:
@@ -332,15 +348,26 @@ class StoreSink:
 
     def _scalars(self, db, scope: str, epoch: int, step: int, scalars: dict[str, float]) -> None:
         with db:
-            db.executemany("INSERT INTO metrics (run_id, scope, epoch, step, key, value) VALUES (?, ?, ?, ?, ?, ?)",
-                           [(self.run_id, scope, epoch, step, k, float(v)) for k, v in scalars.items()])
+            db.executemany(
+                "INSERT INTO metrics (run_id, scope, epoch, step, key, value) VALUES (?, ?, ?, ?, ?, ?)",
+                [(self.run_id, scope, epoch, step, k, float(v)) for k, v in scalars.items()],
+            )
 
     def _write(self, db, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.store.truncate(self.run_id, event.start_epoch)
-            self.store.update_run(self.run_id, status="running", control="run", started=time.time(), ended=None,
-                                  error=None, pid=os.getpid(), total_epochs=event.total_epochs,
-                                  steps_per_epoch=event.steps_per_epoch, device=event.device)
+            self.store.update_run(
+                self.run_id,
+                status="running",
+                control="run",
+                started=time.time(),
+                ended=None,
+                error=None,
+                pid=os.getpid(),
+                total_epochs=event.total_epochs,
+                steps_per_epoch=event.steps_per_epoch,
+                device=event.device,
+            )
             self.store.log_event(self.run_id, "started", f"epoch {event.start_epoch} on {event.device}")
         elif isinstance(event, StepLogged):
             self._scalars(db, "step", event.epoch, event.step, event.scalars)

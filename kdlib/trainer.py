@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,9 +26,9 @@ from torch import nn
 from kdlib.config import LRScheduleSection, OptimizerSection, RunConfig
 from kdlib.data import DataBundle, load_data
 from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
-from kdlib.methods import METHODS, MethodContext
+from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
-from kdlib.probes import evaluate, predict
+from kdlib.probes import RouteProbe, evaluate, first_samples, predict, reliability_table
 
 
 class StopRequested(Exception):
@@ -103,7 +104,17 @@ def save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-TeacherSource = nn.Module | Callable[[DataBundle], nn.Module] | None
+class TeacherArtifactLike(Protocol):
+    """What `kdlib.teachers.TeacherArtifact` offers: the model and its route, built once the data is known."""
+
+    route_epochs: list[int]
+
+    def build(self, data: DataBundle) -> nn.Module: ...
+
+    def build_route(self, data: DataBundle, epoch: int) -> nn.Module: ...
+
+
+TeacherSource = nn.Module | TeacherArtifactLike | None
 
 
 def fit(
@@ -115,7 +126,7 @@ def fit(
 ) -> nn.Module | None:
     """Train the run's student; returns it (None if stopped). Failures are emitted as RunEnded, then raised.
 
-    `teacher` is a model, or a function that builds it once the data (and so its shapes) are known.
+    `teacher` is a model, or an artifact that builds it (and its route) once the data is known.
     """
     run_dir, control = Path(run_dir), control or Control()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,12 +193,9 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     seed_everything(config.seed)
     data = load_data(config.data).to(device)
     student = build_model(config.student, data.input_shape, data.num_classes).to(device)
-    if teacher is not None and not isinstance(teacher, nn.Module):
-        teacher = teacher(data)
-    if teacher is not None:
-        teacher = teacher.to(device).eval().requires_grad_(False)
+    teacher, route = _resolve_teacher(teacher, data, device)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
-    context = MethodContext(data.num_classes, len(data.train), config.epochs, device)
+    context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
     optimizer = make_optimizer(config.optimizer, list(student.parameters()) + distiller.extra_parameters())
     lr_at = partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)
@@ -208,6 +216,10 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     elif 0 in route_epochs:
         _save_route(student, run_dir, 0)
 
+    route_probe = None
+    if route is not None and config.probes.route_probe_size:
+        route_probe = RouteProbe(route, first_samples(data.test, config.probes.route_probe_size).to(device), autocast)
+        route_probe.save(run_dir / "route_probe.npz")
     emit(RunStarted(config.epochs, start_epoch, steps_per_epoch, str(device), len(data.train)))
     generator = torch.Generator()
     checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(checkpoint_path))))
@@ -231,6 +243,9 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
                     out = distiller.forward(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out.loss).backward()
+                if config.probes.grad_stats:
+                    scale = scaler.get_scale() if needs_scaler else 1.0
+                    out.per_sample.update(distiller.logit_gradient_stats(batch, scale))
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
@@ -248,19 +263,42 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
                     control.poll()
 
             _check_finite(per_step["loss"], epoch, steps_per_epoch, config)
-            scalars, arrays = _epoch_summary(config, data, student, distiller, per_step, per_sample, autocast, device)
+            scalars, arrays = _epoch_summary(
+                config, data, student, distiller, per_step, per_sample, autocast, device, epoch, route_probe
+            )
             scalars["lr"] = optimizer.param_groups[0]["lr"]
             emit(EpochEnded(epoch, step, scalars, arrays))
             if epoch + 1 in route_epochs:
                 _save_route(student, run_dir, epoch + 1)
-            state = {"epoch": epoch, "student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scaler": scaler.state_dict(), "distiller": distiller.state_dict()}
+            state = {
+                "epoch": epoch,
+                "student": student.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "distiller": distiller.state_dict(),
+            }
             checkpointer.save(epoch, state, checkpoint_path)
             control.poll()
     finally:
         checkpointer.close()
     save_atomic(student.state_dict(), run_dir / "model.pt")
     return student
+
+
+def _resolve_teacher(teacher: TeacherSource, data: DataBundle, device: torch.device):
+    """The frozen teacher on the device, and its route when the artifact has one."""
+    if teacher is None:
+        return None, None
+    if isinstance(teacher, nn.Module):
+        return teacher.to(device).eval().requires_grad_(False), None
+    artifact = teacher
+    route = None
+    if artifact.route_epochs:
+        route = TeacherRoute(
+            list(artifact.route_epochs),
+            lambda epoch: artifact.build_route(data, epoch).to(device).eval().requires_grad_(False),
+        )
+    return artifact.build(data).to(device).eval().requires_grad_(False), route
 
 
 def _record(table: dict[str, torch.Tensor], values: dict[str, torch.Tensor], where, length: int, device) -> None:
@@ -271,7 +309,7 @@ def _record(table: dict[str, torch.Tensor], values: dict[str, torch.Tensor], whe
         table[key][where] = value.detach().float()
 
 
-def _epoch_summary(config, data, student, distiller, per_step, per_sample, autocast, device):
+def _epoch_summary(config, data, student, distiller, per_step, per_sample, autocast, device, epoch, route_probe):
     """The epoch's scalars (training terms, coefficients, evaluation) and per-sample arrays."""
     batch_sizes = torch.full((len(per_step["loss"]),), float(config.batch_size), device=device)
     batch_sizes[-1] = len(data.train) - config.batch_size * (len(batch_sizes) - 1)
@@ -282,13 +320,23 @@ def _epoch_summary(config, data, student, distiller, per_step, per_sample, autoc
     if config.probes.per_sample:
         arrays = {f"train.{k}": v.cpu().numpy() for k, v in per_sample.items()}
         arrays["train.label"] = data.train.targets.cpu().numpy()
+    with_probs = config.probes.probs_every and (
+        (epoch + 1) % config.probes.probs_every == 0 or epoch + 1 == config.epochs
+    )
     for split_name in config.probes.eval_splits:
         split = getattr(data, split_name)
         logits = predict(student, split, config.batch_size, device, autocast)
         split_scalars, split_arrays = evaluate(logits, split.targets, config.probes.ece_bins)
         scalars |= {f"{split_name}.{k}": v for k, v in split_scalars.items()}
         if config.probes.per_sample and split_name != "train":
+            split_arrays["label"] = split.targets.cpu().numpy()
+            split_arrays["reliability"] = reliability_table(logits, split.targets, config.probes.ece_bins)
+            if with_probs:
+                split_arrays["probs"] = torch.softmax(logits, dim=1).cpu().numpy()
             arrays |= {f"{split_name}.{k}": v for k, v in split_arrays.items()}
+    if route_probe is not None:
+        route_scalars, arrays["probe.probs"] = route_probe.measure(student)
+        scalars |= route_scalars
     return scalars, arrays
 
 

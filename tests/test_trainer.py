@@ -89,8 +89,17 @@ def test_kd_per_sample_values_cover_every_training_sample(tiny):
     n = len(arrays["label"])
     for key in ("p_true_student", "p_true_teacher", "loss_per_sample", "kl"):
         assert arrays[key].shape == (n,) and np.isfinite(arrays[key]).all(), key
+    for key in ("logit_grad_norm", "logit_grad_ratio", "logit_grad_ratio_true"):
+        assert np.isfinite(arrays[key]).all(), key
     test = store.per_sample(run_id, 2, split="test")
-    assert set(test) == {"p_true", "predicted", "confidence"}
+    assert set(test) == {"p_true", "predicted", "confidence", "label", "probs", "reliability"}
+    n_test = len(test["label"])
+    assert test["probs"].shape == (n_test, 2) and test["reliability"].shape == (15, 3)
+    assert test["reliability"][:, 0].sum() == n_test
+    # the student placed on the teacher's route (saved after epochs 1, 2, 3) on a fixed probe set
+    epochs = store.epoch_metrics(run_id)
+    assert {"route_kl.0001", "route_kl.0002", "route_kl.0003"} <= set(epochs.columns)
+    assert store.per_sample(run_id, 2, split="probe")["probs"].shape == (min(n_test, 500), 2)
     assert store.trajectory(run_id, "p_true_student", 0).index.tolist() == [0, 1, 2]
 
 

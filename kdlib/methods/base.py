@@ -8,6 +8,7 @@ one vocabulary so the views need no per-method code: `p_true_student`, `p_true_t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.data.base import Batch
+from kdlib.data.base import Batch, Split
 from kdlib.registry import Registry
 from kdlib.schedules import as_schedule
 from kdlib.spec import Spec
@@ -31,6 +32,14 @@ class StepOutput:
 
 
 @dataclass
+class TeacherRoute:
+    """The teacher's training route: the saved epochs, and the teacher as it was after each."""
+
+    epochs: list[int]
+    load: Callable[[int], nn.Module]  # eval mode, frozen, on the run's device
+
+
+@dataclass
 class MethodContext:
     """What a method may need to know of the run beyond its own params."""
 
@@ -38,6 +47,8 @@ class MethodContext:
     train_size: int
     total_epochs: int
     device: torch.device
+    train: Split | None = None  # the training split, for methods that precompute per-sample targets
+    route: TeacherRoute | None = None
 
 
 def true_class_prob(logits: Tensor, labels: Tensor) -> Tensor:
@@ -79,7 +90,39 @@ class Distiller:
 
     def forward(self, batch: Batch) -> StepOutput:
         teacher_out = self.teacher_forward(batch)
-        return self.loss(batch, self.student(batch.x), teacher_out)
+        student_out = self.student(batch.x)
+        self.watch_logits(student_out)
+        return self.loss(batch, student_out, teacher_out)
+
+    def watch_logits(self, logits: Tensor) -> None:
+        """Keep the student's logits so that the gradient at them is there after the backward pass.
+
+        The gradient probe reads it from there: no second backward through the network.
+        """
+        if logits.requires_grad:
+            logits.retain_grad()
+        self._watched_logits = logits
+
+    def logit_gradient_stats(self, batch: Batch, loss_scale: float = 1.0) -> dict[str, Tensor]:
+        """Per sample: the norm of d loss_i / d logits_i and its ratio to plain cross-entropy's, p - e_y.
+
+        `logit_grad_ratio_true` is the true-class component against CE's (p_y - 1): PS-KD's w_gt.
+        The loss is a batch mean, so the gradient at the logits is multiplied back by the batch size.
+        """
+        logits = getattr(self, "_watched_logits", None)
+        if logits is None or logits.grad is None:
+            return {}
+        grad = logits.grad.float() * (len(batch) / loss_scale)
+        probs = F.softmax(logits.detach().float(), dim=1)
+        ce_grad = probs - F.one_hot(batch.y, probs.shape[1]).float()
+        norm, ce_norm = grad.norm(dim=1), ce_grad.norm(dim=1)
+        true, ce_true = grad.gather(1, batch.y[:, None]).squeeze(1), ce_grad.gather(1, batch.y[:, None]).squeeze(1)
+        self._watched_logits = None
+        return {
+            "logit_grad_norm": norm,
+            "logit_grad_ratio": norm / ce_norm.clamp_min(1e-4),
+            "logit_grad_ratio_true": true / ce_true.clamp_max(-1e-4),
+        }
 
     def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
         raise NotImplementedError

@@ -1,0 +1,49 @@
+"""Analyses over stored runs, kept in the store beside them: bias and variance per sample.
+
+Snapshot estimate (one run): the test-set predictions of its last k epochs that have full
+probabilities (`probes.probs_every`); measures optimization noise. Seed estimate (several runs of
+one config with different seeds): the last epoch of each run; closer to the textbook variance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kdlib.probes import bias_variance
+from kdlib.store import RunStore
+
+
+def _probs_epochs(store: RunStore, run_id: str, split: str) -> list[int]:
+    return [
+        e
+        for e in store.per_sample_epochs(run_id)
+        if (store.samples_dir(run_id) / f"epoch_{e:04d}" / f"{split}.probs.npy").exists()
+    ]
+
+
+def bias_variance_of_run(store: RunStore, run_id: str, last: int = 5, split: str = "test") -> pd.DataFrame:
+    """Per-sample bias and variance over the run's last `last` epochs with stored probabilities; saved."""
+    epochs = _probs_epochs(store, run_id, split)[-last:]
+    if len(epochs) < 2:
+        raise ValueError(
+            f"run {run_id} has {len(epochs)} epoch(s) with stored {split} probabilities; bias and "
+            "variance need at least 2 (set probes.probs_every: 1)"
+        )
+    probs = np.stack([store.per_sample(run_id, e, split)["probs"] for e in epochs])
+    frame = bias_variance(probs, np.asarray(store.per_sample(run_id, epochs[-1], split)["label"], dtype=np.int64))
+    return store.save_analysis(run_id, f"bias_variance.{split}.last{last}", frame.assign(epochs=len(epochs)))
+
+
+def bias_variance_of_runs(store: RunStore, run_ids: list[str], split: str = "test") -> pd.DataFrame:
+    """Per-sample bias and variance across runs (seeds): the last stored probabilities of each; saved with the first."""
+    if len(run_ids) < 2:
+        raise ValueError("bias and variance across runs need at least 2 runs (e.g. one config with several seeds)")
+    last = [(r, _probs_epochs(store, r, split)) for r in run_ids]
+    missing = [r for r, epochs in last if not epochs]
+    if missing:
+        raise ValueError(f"runs {missing} have no stored {split} probabilities")
+    probs = np.stack([store.per_sample(r, epochs[-1], split)["probs"] for r, epochs in last])
+    labels = np.asarray(store.per_sample(run_ids[0], last[0][1][-1], split)["label"], dtype=np.int64)
+    frame = bias_variance(probs, labels).assign(runs=len(run_ids))
+    return store.save_analysis(run_ids[0], f"bias_variance.{split}.runs-{'+'.join(sorted(run_ids))[:80]}", frame)

@@ -1,0 +1,262 @@
+"""RCO: route-constrained optimization (Jin et al., ICCV 2019, "Knowledge Distillation via Route
+Constrained Optimization").
+
+A converged teacher is a hard target for a small student. The teacher's own training passed through
+easier states, so the student imitates its checkpoints in order (the anchors), easy to hard, and
+ends on the converged teacher. Each stage uses the Hinton KD loss with the anchor as teacher:
+
+    L = w_ce * CE(y, softmax(z_s)) + w_kd * T^2 * KL(softmax(z_a / T) || softmax(z_s / T))
+
+Anchor schedules (METHODS.md section 3 and 6):
+- equal interval: anchors a_k = ceil(k * E_T / M), k = 1..M, the last always the converged teacher;
+  the student's epochs are split equally among them (the LR schedule is not restarted).
+- list: explicit teacher epochs, and optionally the student epoch at which each takes over.
+- greedy [our rule; the paper's exact criterion could not be checked]: at the start of each stage,
+  on a probe set of training samples, d(c) = mean KL(p_c^T || p_s^T) for every later checkpoint c;
+  the next anchor is the furthest c with d(c) <= rho * d(reference), where the reference is the
+  previous anchor measured at the start of its own stage (for the first stage: the earliest checkpoint).
+  Every stage lasts `stage_epochs` student epochs; the converged teacher keeps the rest.
+
+Anchor outputs on an in-memory training set are computed once per anchor (one pass), not per step.
+Checked against KD_Lib's reimplementation (`KD_Lib/KD/vision/RCO/rco.py`), without its quirks: no
+double softmax in CE, KL summed over classes and averaged over the batch, anchors in eval mode.
+The original RCO code was not available.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from kdlib.data.base import Batch, TensorSplit
+from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput, true_class_prob
+from kdlib.methods.kd import kd_loss_per_sample, kd_step_output
+from kdlib.schedules import Schedulable
+from kdlib.spec import Section, Spec
+
+
+class EqualInterval(Section):
+    kind: Literal["equal_interval"] = "equal_interval"
+    num_anchors: int = Field(
+        4, ge=1, description="M: anchors spread evenly over the teacher's route, the last being the converged teacher"
+    )
+
+
+class AnchorList(Section):
+    kind: Literal["list"] = "list"
+    teacher_epochs: list[int] = Field(min_length=1, description="the teacher epochs used as anchors, in order")
+    student_epochs: list[int] | None = Field(
+        None,
+        description="the student epoch at which each anchor takes over (default: an equal split); the first must be 0",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnchorList:
+        if self.teacher_epochs != sorted(set(self.teacher_epochs)):
+            raise ValueError(f"teacher_epochs must increase strictly, got {self.teacher_epochs}")
+        if self.student_epochs is not None:
+            if len(self.student_epochs) != len(self.teacher_epochs):
+                raise ValueError("student_epochs needs one entry per teacher epoch")
+            if self.student_epochs[0] != 0 or self.student_epochs != sorted(set(self.student_epochs)):
+                raise ValueError(f"student_epochs must start at 0 and increase strictly, got {self.student_epochs}")
+        return self
+
+
+class Greedy(Section):
+    kind: Literal["greedy"] = "greedy"
+    rho: float = Field(
+        2.0,
+        gt=1,
+        description="a checkpoint is followable while its KL to the student is at most rho times the reference KL",
+    )
+    stage_epochs: int = Field(5, ge=1, description="student epochs spent on each anchor before the next is chosen")
+    probe_size: int = Field(1000, ge=10, description="training samples on which the KLs are measured")
+
+
+AnchorSpec = Annotated[EqualInterval | AnchorList | Greedy, Field(discriminator="kind")]
+
+
+class Params(Spec):
+    name: Literal["rco"] = "rco"
+    anchors: AnchorSpec = Field(default_factory=EqualInterval, description="how anchors are chosen on the route")
+    temperature: Schedulable(gt=0) = Field(4.0, description="T: softens anchor and student distributions alike")
+    w_ce: Schedulable(ge=0) = Field(0.1, description="weight of cross-entropy on the labels")
+    w_kd: Schedulable(ge=0) = Field(0.9, description="weight of the soft term T^2 KL(anchor || student)")
+
+
+def equal_interval_anchors(route_epochs: int, num_anchors: int) -> list[int]:
+    """a_k = ceil(k * E_T / M) for k = 1..M: (240, 4) -> [60, 120, 180, 240]."""
+    return [math.ceil(k * route_epochs / num_anchors) for k in range(1, num_anchors + 1)]
+
+
+def equal_split(total_epochs: int, num_anchors: int) -> list[int]:
+    """Student epochs at which each of M anchors takes over: floor((k-1) E_S / M)."""
+    return [(k * total_epochs) // num_anchors for k in range(num_anchors)]
+
+
+def snap_to_route(epochs: list[int], available: list[int]) -> list[int]:
+    """Each wanted epoch replaced by the first saved checkpoint at or after it (the route may be sparse)."""
+    snapped = [next((a for a in available if a >= e), available[-1]) for e in epochs]
+    return sorted(set(snapped))
+
+
+class AnchorSchedule:
+    """Which teacher epoch supervises each student epoch: `value_at(epoch)`, plottable like a schedule."""
+
+    def __init__(self, student_epochs: list[int], teacher_epochs: list[int]) -> None:
+        self.student_epochs, self.teacher_epochs = list(student_epochs), list(teacher_epochs)
+
+    def value_at(self, epoch: int, total_epochs: int | None = None) -> int:
+        current = self.teacher_epochs[0]
+        for start, anchor in zip(self.student_epochs, self.teacher_epochs, strict=True):
+            if epoch >= start:
+                current = anchor
+        return current
+
+    def curve(self, total_epochs: int) -> list[int]:
+        return [self.value_at(e) for e in range(total_epochs)]
+
+
+def plan_anchors(spec: EqualInterval | AnchorList, route: list[int], total_epochs: int) -> AnchorSchedule:
+    """The fixed anchor schedules; the route is the list of saved teacher epochs (its last: converged)."""
+    final = route[-1]
+    if isinstance(spec, EqualInterval):
+        teacher_epochs = snap_to_route(equal_interval_anchors(final, spec.num_anchors), route)
+    else:
+        missing = [e for e in spec.teacher_epochs if e not in route]
+        if missing:
+            raise ValueError(
+                f"method.anchors.teacher_epochs: {missing} are not on the teacher's route "
+                f"(saved epochs: {route}); set teacher.route to save them"
+            )
+        teacher_epochs = spec.teacher_epochs if spec.teacher_epochs[-1] == final else [*spec.teacher_epochs, final]
+        if spec.student_epochs is not None and len(teacher_epochs) == len(spec.student_epochs):
+            return AnchorSchedule(spec.student_epochs, teacher_epochs)
+    return AnchorSchedule(equal_split(total_epochs, len(teacher_epochs)), teacher_epochs)
+
+
+def greedy_next_anchor(distances: dict[int, float], current: int | None, reference: float, rho: float) -> int:
+    """The furthest checkpoint after `current` with d(c) <= rho * reference, else the next one."""
+    later = sorted(c for c in distances if current is None or c > current)
+    followable = [c for c in later if distances[c] <= rho * reference]
+    return followable[-1] if followable else later[0]
+
+
+@METHODS.register("rco")
+class RCO(Distiller):
+    Params = Params
+    needs_teacher = True
+
+    def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
+        super().__init__(params, student, teacher, context)
+        if context.route is None or len(context.route.epochs) < 1:
+            raise ValueError(
+                "method 'rco' needs the teacher's route: train the teacher with `teacher.route` "
+                "(e.g. {every: 1}) or give a checkpoint folder that has route/epoch_XXXX.pt files"
+            )
+        self.route = [e for e in context.route.epochs if e > 0]  # checkpoint 0 is the untrained teacher
+        self.anchor_epoch: int | None = None
+        self.greedy = isinstance(params.anchors, Greedy)
+        if self.greedy:
+            self.schedule = AnchorSchedule([], [])
+            self._reference = None
+        else:
+            self.schedule = plan_anchors(params.anchors, self.route, context.total_epochs)
+        self._anchor_logits: Tensor | None = None
+        self._final_logits = self._logits_on_train(teacher)
+
+    def _logits_on_train(self, model: nn.Module) -> Tensor | None:
+        """The model's logits on the whole training set, when it lives in memory (else: per step)."""
+        train = self.context.train
+        if not isinstance(train, TensorSplit):
+            return None
+        with torch.no_grad():
+            return torch.cat([model(b.x).float() for b in train.batches(1024)])
+
+    def _probe_distances(self, temperature: float) -> dict[int, float]:
+        """d(c) = mean KL(p_c^T || p_s^T) on a probe set of training samples, for every checkpoint c."""
+        train = self.context.train
+        x = next(train.batches(self.params.anchors.probe_size)).x.to(self.context.device)
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            student_logits = self.student(x).float()
+            distances = {
+                c: kd_loss_per_sample(student_logits, self.context.route.load(c)(x).float(), temperature).mean().item()
+                / temperature**2
+                for c in self.route
+            }
+        self.student.train(was_training)
+        return distances
+
+    def _current_greedy_anchor(self) -> int | None:
+        return self.schedule.teacher_epochs[-1] if self.schedule.teacher_epochs else None
+
+    def _choose_greedy(self, epoch: int) -> None:
+        distances = self._probe_distances(self.coefficient("temperature"))
+        if self._reference is None:
+            self._reference = distances[self.route[0]]
+        current = self._current_greedy_anchor()
+        anchor = greedy_next_anchor(distances, current, self._reference, self.params.anchors.rho)
+        self._reference = distances[anchor]
+        self.schedule.student_epochs.append(epoch)
+        self.schedule.teacher_epochs.append(anchor)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        if (
+            self.greedy
+            and epoch % self.params.anchors.stage_epochs == 0
+            and self._current_greedy_anchor() != self.route[-1]
+            and epoch not in self.schedule.student_epochs
+        ):
+            self._choose_greedy(epoch)
+        anchor = self.schedule.value_at(epoch)
+        if anchor != self.anchor_epoch:
+            self.anchor_epoch = anchor
+            self._anchor_model = self.context.route.load(anchor)
+            self._anchor_logits = self._logits_on_train(self._anchor_model)
+
+    def coefficients(self) -> dict[str, float]:
+        return {**super().coefficients(), "anchor_epoch": float(self.anchor_epoch)}
+
+    def _lookup(self, cached: Tensor | None, model: nn.Module, batch: Batch) -> Tensor:
+        if cached is not None:
+            return cached[batch.index]
+        with torch.no_grad():
+            return model(batch.x).float()
+
+    def forward(self, batch: Batch) -> StepOutput:
+        anchor_logits = self._lookup(self._anchor_logits, self._anchor_model, batch)
+        final_logits = self._lookup(self._final_logits, self.teacher, batch)
+        student_logits = self.student(batch.x)
+        self.watch_logits(student_logits)
+        temperature = self.coefficient("temperature")
+        out = kd_step_output(
+            batch, student_logits, anchor_logits, temperature, self.coefficient("w_ce"), self.coefficient("w_kd")
+        )
+        out.per_sample["kl_anchor"] = out.per_sample.pop("kl")
+        out.per_sample["p_true_anchor"] = out.per_sample.pop("p_true_teacher")
+        out.per_sample["p_true_teacher"] = true_class_prob(final_logits, batch.y)
+        out.per_sample["kl_final"] = (
+            kd_loss_per_sample(student_logits.detach(), final_logits, temperature) / temperature**2
+        )
+        return out
+
+    def state_dict(self) -> dict:
+        if not self.greedy:
+            return {}
+        return {
+            "student_epochs": torch.tensor(self.schedule.student_epochs),
+            "teacher_epochs": torch.tensor(self.schedule.teacher_epochs),
+            "reference": torch.tensor(float(self._reference or 0.0)),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.greedy and state:
+            self.schedule = AnchorSchedule(state["student_epochs"].tolist(), state["teacher_epochs"].tolist())
+            self._reference = float(state["reference"])

@@ -1,0 +1,69 @@
+"""Calibration and bias-variance against hand computations (METHODS.md section 11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kdlib.analysis import bias_variance_of_run, bias_variance_of_runs
+from kdlib.probes import bias_variance, calibration_bins, evaluate, expected_calibration_error, route_kl
+from kdlib.runner import execute
+from kdlib.store import RunStore
+
+
+def test_ece_matches_hand_computation():
+    assert expected_calibration_error([0.62, 0.68], [1, 0], num_bins=10) == pytest.approx(0.15)
+    assert expected_calibration_error([0.62, 0.68], [1, 0], num_bins=15) == pytest.approx(0.53)
+
+
+def test_reliability_bins_hold_counts_confidence_and_accuracy():
+    bins = calibration_bins([0.62, 0.68, 0.95], [1, 0, 1], num_bins=10)
+    assert bins["count"].tolist() == [0, 0, 0, 0, 0, 0, 2, 0, 0, 1]
+    assert bins.loc[6, "confidence"] == pytest.approx(0.65) and bins.loc[6, "accuracy"] == pytest.approx(0.5)
+
+
+def test_evaluate_reports_accuracy_nll_and_ece():
+    logits = torch.log(torch.tensor([[0.62, 0.38], [0.32, 0.68]]))
+    scalars, arrays = evaluate(logits, torch.tensor([0, 0]), ece_bins=10)
+    assert scalars["acc"] == pytest.approx(0.5)
+    assert scalars["nll"] == pytest.approx(-(np.log(0.62) + np.log(0.32)) / 2, abs=1e-6)
+    assert scalars["ece"] == pytest.approx(0.15, abs=1e-6)
+    assert arrays["predicted"].tolist() == [0, 1]
+
+
+def test_bias_variance_matches_hand_computation_and_sums_to_the_mean_loss():
+    frame = bias_variance(np.array([[[0.7, 0.2, 0.1]], [[0.5, 0.3, 0.2]]]), np.array([0]))
+    assert frame.bias[0] == pytest.approx(0.502643, abs=1e-6)
+    assert frame.variance[0] == pytest.approx(0.022268, abs=1e-6)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), size=(4, 50))
+    labels = rng.integers(0, 5, 50)
+    frame = bias_variance(probs, labels)
+    assert np.allclose(frame.bias + frame.variance, frame.loss)
+    assert (frame.variance >= -1e-12).all()
+    same = bias_variance(np.stack([probs[0]] * 3), labels)
+    assert np.allclose(same.variance, 0, atol=1e-12)
+
+
+def test_route_kl_is_zero_on_the_checkpoint_the_student_equals():
+    student = torch.softmax(torch.randn(8, 4), 1)
+    route = torch.stack([torch.softmax(torch.randn(8, 4), 1), student])
+    distances = route_kl(student, route)
+    assert distances[1] == pytest.approx(0.0, abs=1e-6) and distances[0] > 0
+
+
+def test_bias_variance_of_a_run_and_of_seeds_are_kept_in_the_store(tiny):
+    store = RunStore()
+    runs = [store.create_run(tiny(method={"name": "ce"}, seed=s, epochs=4)) for s in (0, 1)]
+    for run_id in runs:
+        execute(run_id, store)
+    snapshot = bias_variance_of_run(store, runs[0], last=3)
+    assert len(snapshot) == len(store.per_sample(runs[0], 3, "test")["label"]) and snapshot.epochs.iloc[0] == 3
+    assert np.allclose(snapshot.bias + snapshot.variance, snapshot.loss, atol=1e-4)
+    seeds = bias_variance_of_runs(store, runs)
+    assert seeds.runs.iloc[0] == 2
+    assert {name.split(".")[0] for name in store.analyses(runs[0])} == {"bias_variance"}
+    assert np.allclose(store.analysis(runs[0], "bias_variance.test.last3").bias, snapshot.bias)
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        bias_variance_of_runs(store, runs[:1])
