@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8501
 
-.PHONY: setup run test unit lab bench clean
+.PHONY: setup run test unit lab bench clean reference
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+reference: setup
+	$(PY) -c "import re, pathlib; from kdlib.reference import config_reference as r; p = pathlib.Path('README.md'); \
+	p.write_text(re.sub(r'(<!-- config-reference:start -->\n).*?(<!-- config-reference:end -->)', \
+	lambda m: m.group(1) + r() + m.group(2), p.read_text(), flags=re.S))"

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("run")
     _home_arg(worker)
 
+    commands.add_parser("reference", help="print the config reference (Markdown)")
+
     app = commands.add_parser("app", help="open the Streamlit app")
     app.add_argument("--port", type=int, default=8501)
     return parser
@@ -210,6 +212,13 @@ def cmd_worker(args) -> int:
     return 0 if execute(args.run, RunStore(args.home)) == "done" else 1
 
 
+def cmd_reference(args) -> int:
+    from kdlib.reference import config_reference
+
+    print(config_reference(), end="")
+    return 0
+
+
 def cmd_app(args) -> int:
     home = Path(__file__).resolve().parent.parent / "app" / "Home.py"
     return subprocess.call(
@@ -239,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "stop": cmd_control,
         "worker": cmd_worker,
         "app": cmd_app,
+        "reference": cmd_reference,
     }
     try:
         return handlers[args.command](args)

@@ -115,8 +115,8 @@ class TrainingSection(Section):
 
     epochs: int = Field(20, ge=1, description="passes over the training split")
     batch_size: int = Field(128, ge=1, description="samples per step")
-    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
-    lr_schedule: LRScheduleSection = Field(default_factory=LRScheduleSection)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection, description="see `optimizer` below")
+    lr_schedule: LRScheduleSection = Field(default_factory=LRScheduleSection, description="see `lr_schedule` below")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
 
 
@@ -178,8 +178,9 @@ class RunConfig(TrainingSection):
     seed: int = Field(0, description="seed of initialization and batch order")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA, then MPS, then CPU")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
-    probes: ProbesSection = Field(default_factory=ProbesSection)
-    output: OutputSection = Field(default_factory=OutputSection)
+    probes: ProbesSection = Field(default_factory=ProbesSection, description="see `probes` below")
+    output: OutputSection = Field(default_factory=OutputSection, description="`name`: the run's name; `route`: "
+                                  "keep this run's weights at chosen epochs (see `route` below)")
 
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> RunConfig:

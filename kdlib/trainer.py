@@ -216,6 +216,7 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     elif 0 in route_epochs:
         _save_route(student, run_dir, 0)
 
+    distiller.prepare(lambda search_step, values: emit(StepLogged(-1, search_step, values)))
     route_probe = None
     if route is not None and config.probes.route_probe_size:
         route_probe = RouteProbe(route, first_samples(data.test, config.probes.route_probe_size).to(device), autocast)
@@ -316,6 +317,7 @@ def _epoch_summary(config, data, student, distiller, per_step, per_sample, autoc
     terms = torch.stack(list(per_step.values())) @ batch_sizes / len(data.train)
     scalars = dict(zip((f"train.{k}" for k in per_step), terms.tolist(), strict=True))
     scalars |= distiller.coefficients()
+    arrays_from_method = distiller.epoch_arrays()
     arrays = {}
     if config.probes.per_sample:
         arrays = {f"train.{k}": v.cpu().numpy() for k, v in per_sample.items()}
@@ -334,6 +336,7 @@ def _epoch_summary(config, data, student, distiller, per_step, per_sample, autoc
             if with_probs:
                 split_arrays["probs"] = torch.softmax(logits, dim=1).cpu().numpy()
             arrays |= {f"{split_name}.{k}": v for k, v in split_arrays.items()}
+    arrays |= arrays_from_method
     if route_probe is not None:
         route_scalars, arrays["probe.probs"] = route_probe.measure(student)
         scalars |= route_scalars

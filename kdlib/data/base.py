@@ -134,16 +134,14 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, ...]
     class_names: list[str] | None = None
+    # Domain adaptation: the target domain's training samples with their labels masked (-1), so no
+    # loss can read them; `test` then holds the target's labelled test samples, for evaluation only.
+    target_train: Split | None = None
 
     def to(self, device: torch.device | str) -> DataBundle:
-        return DataBundle(
-            self.train.to(device),
-            self.val.to(device),
-            self.test.to(device),
-            self.num_classes,
-            self.input_shape,
-            self.class_names,
-        )
+        target = None if self.target_train is None else self.target_train.to(device)
+        return DataBundle(self.train.to(device), self.val.to(device), self.test.to(device), self.num_classes,
+                          self.input_shape, self.class_names, target)
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -66,6 +67,16 @@ class Distiller:
         self.epoch = 0
         if self.needs_teacher and teacher is None:
             raise ValueError(f"method {params.name!r} needs a teacher: add a `teacher:` section to the config")
+
+    def prepare(self, log: Callable[[int, dict[str, float]], None]) -> None:
+        """Work before the first epoch (DFA's search); `log(step, scalars)` records it in the store
+        with epoch -1. Called after a resumed run's state is restored, so a method can skip what
+        its `state_dict` shows was done."""
+
+    def epoch_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays a method adds to the epoch's record ("split.key" -> array), e.g. a moving teacher's
+        predictions on the probe set."""
+        return {}
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
