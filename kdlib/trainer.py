@@ -195,7 +195,8 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     student = build_model(config.student, data.input_shape, data.num_classes).to(device)
     teacher, route = _resolve_teacher(teacher, data, device)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
-    context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route)
+    context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route,
+                            data.target_train)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
     optimizer = make_optimizer(config.optimizer, list(student.parameters()) + distiller.extra_parameters())
     lr_at = partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)

@@ -50,6 +50,7 @@ class MethodContext:
     device: torch.device
     train: Split | None = None  # the training split, for methods that precompute per-sample targets
     route: TeacherRoute | None = None
+    target_train: Split | None = None  # domain adaptation: the target's training samples, labels masked (-1)
 
 
 def true_class_prob(logits: Tensor, labels: Tensor) -> Tensor:
