@@ -146,3 +146,18 @@ def bias_variance(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     bias = -(mean_log[rows, labels] - log_z)
     loss = -log_probs[:, rows, labels].mean(0)
     return pd.DataFrame({"bias": bias, "variance": -log_z, "loss": loss}).rename_axis("index")
+
+
+def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Per sample: the norm of d loss_i / d logits_i and its ratio to plain cross-entropy's, p - e_y.
+
+    `logit_grad_ratio_true` is the true-class component against CE's (p_y - 1), PS-KD's w_gt.
+    Denominators are kept away from 0 (1e-4) so a confident sample's ratio stays finite in float16.
+    """
+    probs = F.softmax(logits.float(), dim=1)
+    ce_grad = probs - F.one_hot(labels, probs.shape[1]).float()
+    rows = labels[:, None]
+    true, ce_true = grad.gather(1, rows).squeeze(1), ce_grad.gather(1, rows).squeeze(1)
+    norm = grad.norm(dim=1)
+    return {"logit_grad_norm": norm, "logit_grad_ratio": norm / ce_grad.norm(dim=1).clamp_min(1e-4),
+            "logit_grad_ratio_true": true / ce_true.clamp_max(-1e-4)}

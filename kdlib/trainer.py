@@ -28,7 +28,7 @@ from kdlib.data import DataBundle, load_data
 from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
-from kdlib.probes import RouteProbe, evaluate, first_samples, predict, reliability_table
+from kdlib.probes import RouteProbe, evaluate, first_samples, logit_gradient_stats, predict, reliability_table
 
 
 class StopRequested(Exception):
@@ -236,6 +236,7 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
             # Values of each step go into preallocated device tensors: a write per step, no host sync.
             per_step: dict[str, torch.Tensor] = {}
             per_sample: dict[str, torch.Tensor] = {}
+            logit_rows: dict[str, torch.Tensor] = {}  # [N, K] logits and gradients, summarised at epoch end
             logged = 0
             for i, batch in enumerate(data.train.batches(config.batch_size, shuffle=True, generator=generator)):
                 batch = batch.to(device, non_blocking=True)
@@ -245,9 +246,10 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
                     out = distiller.forward(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out.loss).backward()
-                if config.probes.grad_stats:
-                    scale = scaler.get_scale() if needs_scaler else 1.0
-                    out.per_sample.update(distiller.logit_gradient_stats(batch, scale))
+                watched = distiller.watched_logit_gradient(batch, scaler.get_scale() if needs_scaler else 1.0)
+                if watched is not None and config.probes.grad_stats:
+                    _record(logit_rows, dict(zip(("logits", "grad"), watched, strict=True)), batch.index,
+                            len(data.train), device)
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
@@ -265,6 +267,8 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
                     control.poll()
 
             _check_finite(per_step["loss"], epoch, steps_per_epoch, config)
+            if logit_rows:
+                per_sample |= logit_gradient_stats(logit_rows["logits"], logit_rows["grad"], data.train.targets)
             scalars, arrays = _epoch_summary(
                 config, data, student, distiller, per_step, per_sample, autocast, device, epoch, route_probe
             )
@@ -307,7 +311,7 @@ def _record(table: dict[str, torch.Tensor], values: dict[str, torch.Tensor], whe
     """Write a step's values into their rows (`where`: the step, or the batch's dataset indices)."""
     for key, value in values.items():
         if key not in table:
-            table[key] = torch.full((length,), float("nan"), device=device)
+            table[key] = torch.full((length, *value.shape[1:]), float("nan"), device=device)
         table[key][where] = value.detach().float()
 
 

@@ -109,32 +109,23 @@ class Distiller:
     def watch_logits(self, logits: Tensor) -> None:
         """Keep the student's logits so that the gradient at them is there after the backward pass.
 
-        The gradient probe reads it from there: no second backward through the network.
+        The gradient probe (`probes.logit_gradient_stats`) reads it from there: no second backward.
         """
         if logits.requires_grad:
             logits.retain_grad()
         self._watched_logits = logits
 
-    def logit_gradient_stats(self, batch: Batch, loss_scale: float = 1.0) -> dict[str, Tensor]:
-        """Per sample: the norm of d loss_i / d logits_i and its ratio to plain cross-entropy's, p - e_y.
+    def watched_logit_gradient(self, batch: Batch, loss_scale: float = 1.0) -> tuple[Tensor, Tensor] | None:
+        """The watched logits and d loss_i / d logits_i per sample, after the backward pass.
 
-        `logit_grad_ratio_true` is the true-class component against CE's (p_y - 1): PS-KD's w_gt.
-        The loss is a batch mean, so the gradient at the logits is multiplied back by the batch size.
+        The loss is a batch mean, so the gradient at the logits is multiplied back by the batch size
+        (and divided by a grad scaler's factor under fp16).
         """
         logits = getattr(self, "_watched_logits", None)
-        if logits is None or logits.grad is None:
-            return {}
-        grad = logits.grad.float() * (len(batch) / loss_scale)
-        probs = F.softmax(logits.detach().float(), dim=1)
-        ce_grad = probs - F.one_hot(batch.y, probs.shape[1]).float()
-        norm, ce_norm = grad.norm(dim=1), ce_grad.norm(dim=1)
-        true, ce_true = grad.gather(1, batch.y[:, None]).squeeze(1), ce_grad.gather(1, batch.y[:, None]).squeeze(1)
         self._watched_logits = None
-        return {
-            "logit_grad_norm": norm,
-            "logit_grad_ratio": norm / ce_norm.clamp_min(1e-4),
-            "logit_grad_ratio_true": true / ce_true.clamp_max(-1e-4),
-        }
+        if logits is None or logits.grad is None:
+            return None
+        return logits.detach().float(), logits.grad.float() * (len(batch) / loss_scale)
 
     def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
         raise NotImplementedError
