@@ -153,7 +153,7 @@ class ProbesSection(Section):
     route_probe_size: int = Field(
         500,
         ge=0,
-        description="test samples on which the student is placed on the "
+        description="training samples (the first ones) on which the student is placed on the "
         "teacher's route each epoch (when the teacher has a route); 0 = off",
     )
     log_every: int = Field(10, ge=1, description="steps between two logged step scalars (and checks of pause/stop)")

@@ -220,7 +220,7 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     distiller.prepare(lambda search_step, values: emit(StepLogged(-1, search_step, values)))
     route_probe = None
     if route is not None and config.probes.route_probe_size:
-        route_probe = RouteProbe(route, first_samples(data.test, config.probes.route_probe_size).to(device), autocast)
+        route_probe = RouteProbe(route, first_samples(data.train, config.probes.route_probe_size).to(device), autocast)
         route_probe.save(run_dir / "route_probe.npz")
     emit(RunStarted(config.epochs, start_epoch, steps_per_epoch, str(device), len(data.train)))
     generator = torch.Generator()
