@@ -28,12 +28,17 @@ from kdlib.trainer import Control, StopRequested, fit
 class StoreControl(Control):
     """Obeys the control flag a run has in the store; marks the run paused while it waits."""
 
-    def __init__(self, store: RunStore, run_id: str, poll_seconds: float = 0.2) -> None:
+    def __init__(self, store: RunStore, run_id: str, poll_seconds: float = 0.2, also: tuple[str, ...] = ()) -> None:
         self.store, self.run_id, self.poll_seconds = store, run_id, poll_seconds
+        self.watched = (run_id, *also)  # a teacher trained for a student also obeys the student's flag
+
+    def _flag(self) -> str:
+        flags = {self.store.control(r) for r in self.watched}
+        return "stop" if "stop" in flags else "pause" if "pause" in flags else "run"
 
     def poll(self) -> None:
         paused = False
-        while (flag := self.store.control(self.run_id)) != "run":
+        while (flag := self._flag()) != "run":
             if flag == "stop":
                 raise StopRequested
             if not paused:
@@ -52,8 +57,9 @@ def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
 
     def train(run_config: RunConfig, rid: str, teacher=None) -> None:
         sinks = [StoreSink(store, rid), *extra_sinks]
+        control = StoreControl(store, rid, also=(run_id,) if rid != run_id else ())
         try:
-            fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=StoreControl(store, rid))
+            fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=control)
         finally:
             for sink in sinks:
                 sink.close()

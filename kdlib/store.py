@@ -359,7 +359,6 @@ class StoreSink:
             self.store.update_run(
                 self.run_id,
                 status="running",
-                control="run",
                 started=time.time(),
                 ended=None,
                 error=None,

@@ -22,6 +22,7 @@ from torch import nn
 from kdlib.config import ConfigError, OutputSection, RunConfig, stable_hash
 from kdlib.data.base import DataBundle
 from kdlib.models import build_model
+from kdlib.trainer import StopRequested
 
 
 @dataclass
@@ -122,6 +123,11 @@ def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
 def _train_into(folder: Path, teacher_config: RunConfig, store, train) -> None:
     run_id = store.create_run(teacher_config, kind="teacher")
     train(teacher_config, run_id)
+    status = store.run(run_id)["status"]
+    if status == "stopped":
+        raise StopRequested  # the student was stopped while its teacher trained
+    if status != "done":
+        raise RuntimeError(f"training the teacher failed (run {run_id}): {store.run(run_id)['error']}")
     run_dir = store.run_dir(run_id)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

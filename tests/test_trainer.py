@@ -99,7 +99,7 @@ def test_kd_per_sample_values_cover_every_training_sample(tiny):
     # the student placed on the teacher's route (saved after epochs 1, 2, 3) on a fixed probe set
     epochs = store.epoch_metrics(run_id)
     assert {"route_kl.0001", "route_kl.0002", "route_kl.0003"} <= set(epochs.columns)
-    assert store.per_sample(run_id, 2, split="probe")["probs"].shape == (min(n_test, 500), 2)
+    assert store.per_sample(run_id, 2, split="probe")["probs"].shape == (min(n, 500), 2)  # first training samples
     assert store.trajectory(run_id, "p_true_student", 0).index.tolist() == [0, 1, 2]
 
 
@@ -128,3 +128,29 @@ def test_eval_scalars_are_logged_per_epoch(tiny, split):
     for key in ("acc", "nll", "ece"):
         assert frame[f"{split}.{key}"].notna().all()
     assert frame["lr"].iloc[-1] < frame["lr"].iloc[0]  # cosine decay
+
+
+def test_a_stop_asked_before_the_run_starts_is_obeyed(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny(method={"name": "ce"}, epochs=3))
+    store.request(run_id, "stop")
+    assert execute(run_id, store) == "stopped"
+    assert len(store.epoch_metrics(run_id)) < 3
+
+
+def test_stopping_a_student_while_its_teacher_trains_stops_both(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny())
+
+    class StopOnTeacherEpoch:
+        def emit(self, event) -> None:
+            if isinstance(event, EpochEnded):
+                store.request(run_id, "stop")
+
+        def close(self) -> None:
+            pass
+
+    assert execute(run_id, store, [StopOnTeacherEpoch()]) == "stopped"
+    assert store.runs(kind="teacher").status.tolist() == ["stopped"]
+    assert not list((store.home / "teachers").glob("*/model.pt"))  # no half-trained artifact
+    assert execute(run_id, store) == "done"  # resuming trains the teacher, then the student

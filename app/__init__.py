@@ -1,0 +1,1 @@
+"""The KD Explorer Streamlit app: `streamlit run app/Home.py` (or `make run`)."""

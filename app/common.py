@@ -1,0 +1,201 @@
+"""What several pages share: the page list, query-parameter encoding, run pickers and the live run panel."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import streamlit as st
+import yaml
+
+from kdlib import RunStore, viz
+from kdlib.runner import RunHandle, launch
+from kdlib.store import ACTIVE
+from kdlib.views import teacher_run_id
+
+# Paths are relative to app/Home.py, the entry that registers them with st.navigation.
+PAGES = {
+    "home": ("pages_/home.py", "Home", ":material/home:"),
+    "train": ("pages_/train.py", "Train", ":material/play_circle:"),
+    "runs": ("pages_/runs.py", "Runs & compare", ":material/table_chart:"),
+    "boundaries": ("pages_/boundaries.py", "Decision boundaries", ":material/scatter_plot:"),
+    "temperature": ("pages_/temperature.py", "Temperature and dark knowledge", ":material/thermostat:"),
+}
+
+
+def page(key: str) -> str:
+    return PAGES[key][0]
+
+
+def link(key: str, label: str | None = None, **query: Any) -> None:
+    """A link to a page, carrying `query` as its query parameters."""
+    path, title, icon = PAGES[key]
+    params = {k: encode(v) for k, v in query.items() if v is not None}
+    st.page_link(path, label=label or title, icon=icon, query_params=params or None)
+
+
+def encode(value: Any) -> str:
+    """A query-parameter value: strings as they are, anything else as JSON (which YAML reads back)."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def decode(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def query() -> dict[str, Any]:
+    """The page's query parameters, decoded."""
+    return {k: decode(v) for k, v in st.query_params.to_dict().items()}
+
+
+def spec_query(prefix: str, spec) -> dict[str, Any]:
+    """`{prefix: name, prefix.param: value}` for a data, model or method section, defaults left out."""
+    full = spec.model_dump(mode="json", exclude={"name"})  # whole values: a schedule keeps its `kind`
+    changed = spec.model_dump(mode="json", exclude_defaults=True, exclude={"name"})
+    values = {k: full[k] for k in changed}
+    constant = {k: v["value"] for k, v in values.items() if isinstance(v, dict) and v.get("kind") == "constant"}
+    return {prefix: spec.name, **{f"{prefix}.{k}": v for k, v in (values | constant).items()}}
+
+
+def train_query(config) -> dict[str, Any]:
+    """Train's query parameters for a run's config: a link that opens the form filled in with it."""
+    query = {
+        **spec_query("data", config.data),
+        **spec_query("student", config.student),
+        **spec_query("method", config.method),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "optimizer.name": config.optimizer.name,
+        "optimizer.lr": config.optimizer.lr,
+        "seed": config.seed,
+    }
+    if config.teacher is not None:
+        query |= {
+            **spec_query("teacher.model", config.teacher.model),
+            "teacher.epochs": config.teacher.epochs,
+            "teacher.optimizer.lr": config.teacher.optimizer.lr,
+        }
+    return query
+
+
+# Worker processes this server started; polled on every page run, so that ended ones are reaped
+# (a zombie would otherwise stay until the server exits).
+_LAUNCHED: list[RunHandle] = []
+
+
+def store() -> RunStore:
+    _LAUNCHED[:] = [h for h in _LAUNCHED if h.process is not None and h.process.poll() is None]
+    return RunStore()
+
+
+def start_run(store: RunStore, config) -> str:
+    """Launch a run in the background and remember its process; returns its id."""
+    handle = launch(config, home=store.home)
+    _LAUNCHED.append(handle)
+    return handle.run_id
+
+
+def run_label(runs, run_id: str) -> str:
+    row = runs.set_index("id").loc[run_id]
+    return f"{row['name']} · {row['status']} · {run_id}"
+
+
+def pick_run(runs, label: str, key: str, param: str = "run", **kwargs) -> str | None:
+    """A selectbox over `runs` (a store frame) that starts at the query parameter `param` and writes it back."""
+    if runs.empty:
+        return None
+    ids = runs.id.tolist()
+    if st.session_state.get(key) not in ids:
+        st.session_state.pop(key, None)  # its run was deleted
+    wanted = st.query_params.get(param)
+    run_id = st.selectbox(
+        label,
+        ids,
+        index=ids.index(wanted) if wanted in ids else 0,
+        format_func=lambda i: run_label(runs, i),
+        key=key,
+        **kwargs,
+    )
+    st.query_params[param] = run_id
+    return run_id
+
+
+def handle(store: RunStore, run_id: str) -> RunHandle:
+    """The run's handle: the one that launched it, if this server did, so that its process is reaped."""
+    return next((h for h in _LAUNCHED if h.run_id == run_id), None) or RunHandle(run_id, store)
+
+
+def run_panel(store: RunStore, run_id: str) -> str:
+    """Progress, curves and controls of one run; while a student waits for its teacher, the teacher's curves.
+
+    Returns the run's status, or "gone" when it is no longer in the store.
+    """
+    if run_id not in store.runs(None).id.values:
+        st.warning(f"Run {run_id} is no longer in the store.")
+        return "gone"
+    status = handle(store, run_id).status
+    run = store.run(run_id)
+    epochs, steps = store.epoch_metrics(run_id), store.step_metrics(run_id)
+    total = max(run["total_epochs"] or 1, 1)
+    st.progress(min(len(epochs) / total, 1.0), text=f"**{run['name']}** · {status} · epoch {len(epochs)}/{total}")
+    controls(store, run_id, status)
+    if run["error"]:
+        st.error(run["error"])
+    shown, title = run_id, run["name"]
+    if epochs.empty and steps.empty and status in ACTIVE:
+        teacher = teacher_run_id(store, run_id)
+        if teacher is not None and store.run(teacher)["status"] in ACTIVE:
+            teacher_run = store.run(teacher)
+            st.info(
+                f"Training the teacher first ({teacher_run['status']}, epoch {teacher_run['epoch'] or 0}"
+                f"/{teacher_run['total_epochs']}); it is trained once and reused by later runs."
+            )
+            shown, title = teacher, f"teacher: {teacher_run['name']}"
+            epochs, steps = store.epoch_metrics(teacher), store.step_metrics(teacher)
+    st.plotly_chart(viz.training_curves_figure(steps, epochs, title=title), key=f"curves-{shown}")
+    scalars = viz.method_scalar_columns(epochs)
+    moving = [c for c in scalars if epochs[c].nunique() > 1 or c.startswith("train.")]
+    if steady := [f"{c} = {epochs[c].iloc[-1]:g}" for c in scalars if c not in moving]:
+        st.caption("Constant over the epochs: " + ", ".join(steady))
+    if moving:
+        st.plotly_chart(viz.scalars_figure(epochs, moving, title="the method's own scalars"), key=f"scalars-{shown}")
+    return status
+
+
+def controls(store: RunStore, run_id: str, status: str) -> None:
+    run = handle(store, run_id)
+    pause, resume, stop = st.columns(3)
+    if pause.button("Pause", key=f"pause-{run_id}", disabled=status != "running", width="stretch"):
+        run.pause()
+    if resume.button(
+        "Resume",
+        key=f"resume-{run_id}",
+        disabled=status not in ("paused", "stopped", "failed"),
+        help="continue a paused run, or restart a stopped or failed one from its last checkpoint",
+        width="stretch",
+    ):
+        run.resume()
+        if run.process is not None and run not in _LAUNCHED:
+            _LAUNCHED.append(run)
+        st.rerun()  # the panel starts refreshing again
+    if stop.button("Stop", key=f"stop-{run_id}", disabled=status not in ACTIVE, width="stretch"):
+        run.stop()
+        teacher = teacher_run_id(store, run_id) if store.epoch_metrics(run_id).empty else None
+        if teacher is not None and store.run(teacher)["status"] in ACTIVE:
+            store.request(teacher, "stop")  # the run waits for its teacher: stop the training it waits for
+
+
+def live_panel(store: RunStore, run_id: str) -> None:
+    """`run_panel` in a fragment that refreshes every second while the run is active, without a full rerun."""
+    active = run_id in store.runs(None).id.values and store.run(run_id)["status"] in ACTIVE
+
+    @st.fragment(run_every="1s" if active else None)
+    def live() -> None:
+        status = run_panel(store, run_id)
+        if active and status not in ACTIVE:
+            st.rerun()  # the run ended: redraw the page once, and stop refreshing
+
+    live()

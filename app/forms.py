@@ -1,0 +1,267 @@
+"""Widgets made from a params class's fields, schedule editors, and error messages placed by their fields.
+
+A field's widget is chosen by its type (a choice, a flag, a number, a list, a schedule) and its help
+text is the field's `description`, so a new method's params appear in the app with no app code.
+Values go into the config as plain data; `validate_config` judges them, and `FieldErrors` puts each
+`path: message` line under the widget of that path.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from typing import Any, Literal
+
+import streamlit as st
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+
+from kdlib.schedules import Schedule, schedule_curve
+
+KINDS = ["constant", "linear", "cosine", "step", "list"]
+
+
+class FieldErrors:
+    """Empty slots under the widgets, by config path, filled once the config is validated."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, Any] = {}
+
+    def slot(self, path: str) -> None:
+        self.slots[path] = st.empty()
+
+    def show(self, message: str) -> list[str]:
+        """Put each `path: message` line under its widget (the longest matching path); returns every line."""
+        lines = [line for line in message.splitlines() if line.strip()]
+        by_slot: dict[str, list[str]] = {}
+        for line in lines:
+            path, _, text = line.partition(": ")
+            head, _, rest = text.partition(": ")  # a section's own check names the field first
+            if rest and f"{path}.{head}" in self.slots:
+                path, text = f"{path}.{head}", rest
+            target = _longest_prefix(path, self.slots)
+            if target is not None:
+                by_slot.setdefault(target, []).append(text if target == path else line)
+        for target, texts in by_slot.items():
+            self.slots[target].error("\n\n".join(texts))
+        return lines
+
+
+def _longest_prefix(path: str, paths: dict) -> str | None:
+    parts = path.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in paths:
+            return ".".join(parts[:n])
+    return None
+
+
+def is_schedulable(info: FieldInfo) -> bool:
+    return bool((info.json_schema_extra or {}).get("schedulable"))
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else annotation), True
+    return annotation, False
+
+
+def _step(value: float) -> float:
+    return float(10 ** (math.floor(math.log10(abs(value))) - 1)) if value else 0.1
+
+
+def _as_text(value: Any) -> str:
+    return "" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _parse_text(text: str) -> Any:
+    """A typed-in value read as YAML; a comma list without brackets is read as a list."""
+    text = text.strip()
+    if "," in text and not text.startswith(("[", "{")):
+        text = f"[{text}]"
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # validation then names the field
+
+
+def field_widget(label: str, info: FieldInfo, value: Any, key: str) -> Any:
+    """One widget for one field, starting at `value`; returns what the user set, as plain data."""
+    annotation, optional = _unwrap_optional(info.annotation)
+    help_text = info.description
+    if typing.get_origin(annotation) is Literal:
+        options = list(typing.get_args(annotation))
+        return st.selectbox(
+            label, options, index=options.index(value) if value in options else 0, key=key, help=help_text
+        )
+    if annotation is bool:
+        if optional:
+            options = [None, True, False]
+            return st.selectbox(
+                label,
+                options,
+                index=options.index(value),
+                format_func=lambda v: "auto" if v is None else str(v),
+                key=key,
+                help=help_text,
+            )
+        return st.checkbox(label, value=bool(value), key=key, help=help_text)
+    if annotation is int and isinstance(value, int | None):
+        return st.number_input(label, value=value, step=1, key=key, help=help_text, placeholder="none")
+    if annotation is float and isinstance(value, int | float | None):
+        value = None if value is None else float(value)
+        return st.number_input(
+            label, value=value, step=_step(value or 0.0), format="%g", key=key, help=help_text, placeholder="none"
+        )
+    if annotation is str:
+        text = st.text_input(label, value=value or "", key=key, help=help_text)
+        return None if optional and not text.strip() else text
+    try:  # a nested section (e.g. RCO's anchors) is shown as the YAML of its plain data
+        value = TypeAdapter(info.annotation).dump_python(value, mode="json")
+    except (ValidationError, TypeError, ValueError):
+        pass
+    text = st.text_input(label, value=_as_text(value), key=key, help=f"{help_text or ''} ({_yaml_hint(annotation)})")
+    return None if optional and not text.strip() else _parse_text(text)
+
+
+def _yaml_hint(annotation: Any) -> str:
+    """How to type a value: the kinds of a union of sections, else a list example."""
+    kinds = [
+        typing.get_args(a.model_fields["kind"].annotation)[0]
+        for a in _flat_union(annotation)
+        if isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields
+    ]
+    return f"YAML; kind: {', '.join(kinds)}" if kinds else "YAML, e.g. 32, 32"
+
+
+def _flat_union(annotation: Any) -> list:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _flat_union(arg)]
+    return [annotation]
+
+
+def params_widgets(
+    params: type,
+    section: str,
+    defaults: dict[str, Any],
+    key: str,
+    errors: FieldErrors,
+    epochs: int,
+    names=None,
+    columns: int = 2,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Widgets for the fields of `params` (all but `name`, or those in `names`); returns values and curves.
+
+    `section` is the config path of the params (`method`, `teacher.model`); `defaults` maps
+    `section.field` to a starting value (from the link or the data's preset); fields without one
+    start at the params class's default. Plain fields sit in a grid of `columns`; schedulable ones
+    get a schedule editor across the width, and their curves come back for the preview.
+    """
+    values, curves, grid = {}, {}, []
+    for name, info in params.model_fields.items():
+        if name == "name" or (names is not None and name not in names):
+            continue
+        path = f"{section}.{name}"
+        start = defaults.get(path, info.get_default(call_default_factory=True))
+        if is_schedulable(info):
+            values[name], curve = schedule_editor(name, info, start, f"{key}.{name}", epochs)
+            if curve is not None:
+                curves[name] = curve
+            errors.slot(path)
+            continue
+        grid = grid or list(st.columns(columns))
+        with grid.pop(0):
+            values[name] = field_widget(name, info, start, f"{key}.{name}")
+            errors.slot(path)
+    return values, curves
+
+
+def _schedule_start(value: Any) -> dict:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"kind": "constant", "value": float(value)}
+    if isinstance(value, list):
+        return {"kind": "list", "points": value}
+    return dict(value) if isinstance(value, dict) and value.get("kind") in KINDS else {"kind": "constant", "value": 1.0}
+
+
+def _first_value(schedule: dict) -> float:
+    if schedule["kind"] == "list":
+        return float(schedule["points"][0][1]) if schedule.get("points") else 1.0
+    return float(schedule.get("value", schedule.get("start", 1.0)))
+
+
+def _points_text(points: list) -> str:
+    return ", ".join(f"{int(e)}: {float(v):g}" for e, v in points)
+
+
+def _points(text: str) -> Any:
+    parsed = _parse_text(f"{{{text}}}" if text.strip() and not text.strip().startswith(("[", "{")) else text)
+    return [[e, v] for e, v in parsed.items()] if isinstance(parsed, dict) else parsed
+
+
+def schedule_editor(label: str, info: FieldInfo, value: Any, key: str, epochs: int) -> tuple[Any, list[float] | None]:
+    """Kind and numbers of a schedulable coefficient; returns its config value and its curve over `epochs`."""
+    start = _schedule_start(value)
+    first = _first_value(start)
+    st.markdown(f"**{label}**", help=info.description)
+    cols = st.columns([2.2, 1.2, 1, 1, 1])
+    kind = cols[0].selectbox(
+        "schedule", KINDS, index=KINDS.index(start["kind"]), key=f"{key}.kind", help="how the value moves over epochs"
+    )
+    same = start if start["kind"] == kind else {}
+    k = f"{key}.{kind}"
+    if kind == "constant":
+        out: Any = cols[1].number_input("value", value=first, step=_step(first), format="%g", key=f"{k}.value")
+    elif kind in ("linear", "cosine"):
+        out = {
+            "kind": kind,
+            "start": cols[1].number_input("start", value=float(same.get("start", first)), format="%g", key=f"{k}.s"),
+            "end": cols[2].number_input("end", value=float(same.get("end", first)), format="%g", key=f"{k}.e"),
+            "start_epoch": cols[3].number_input(
+                "from", value=int(same.get("start_epoch", 0)), key=f"{k}.se", help="epoch where the ramp begins"
+            ),
+            "end_epoch": cols[4].number_input(
+                "until",
+                value=same.get("end_epoch"),
+                step=1,
+                key=f"{k}.ee",
+                placeholder="last",
+                help="epoch where the ramp ends; blank: the last epoch",
+            ),
+        }
+    elif kind == "step":
+        milestones = cols[3].text_input(
+            "milestones",
+            value=_as_text(same.get("milestones", [max(epochs // 2, 1)])),
+            key=f"{k}.m",
+            help="epochs at which the value is multiplied by gamma, e.g. 10, 20",
+        )
+        out = {
+            "kind": "step",
+            "start": cols[1].number_input("start", value=float(same.get("start", first)), format="%g", key=f"{k}.s"),
+            "gamma": cols[2].number_input("gamma", value=float(same.get("gamma", 0.5)), format="%g", key=f"{k}.g"),
+            "milestones": _parse_text(milestones),
+        }
+    else:
+        text = cols[1].text_input(
+            "epoch: value, ...",
+            value=_points_text(same.get("points", [[0, first]])),
+            key=f"{k}.p",
+            help="each value holds from its epoch until the next one, e.g. 0: 8, 10: 4, 20: 1",
+        )
+        out = {"kind": "list", "points": _points(text)}
+    return out, _curve(out, epochs)
+
+
+def _curve(value: Any, epochs: int) -> list[float] | None:
+    """The schedule's values over the epochs, bounds aside (so an out-of-range schedule is shown, then refused)."""
+    try:
+        schedule = value if isinstance(value, float) else TypeAdapter(Schedule).validate_python(value)
+        return schedule_curve(schedule, max(int(epochs), 1))
+    except (ValidationError, TypeError, ValueError):
+        return None

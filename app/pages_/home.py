@@ -1,0 +1,72 @@
+"""Home: what KD Explorer is, the store's runs at a glance, and a link to every page and lesson."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app.common import link, page, pick_run, start_run
+from app.common import store as open_store
+from kdlib import load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "toy2d_kd.yaml"
+
+store = open_store()
+st.title("KD Explorer")
+st.markdown(
+    "Knowledge distillation trains a small **student** on the softened predictions of a larger **teacher**. "
+    "Here you start distillation runs in the background, watch them learn live, compare their hyperparameters "
+    "and results, and look inside: what the student predicts over the plane, epoch by epoch. Short lessons "
+    "show the ideas on real numbers. Runs started from the command line (`python -m kdlib run`) or a notebook "
+    "land in the same store and appear here too."
+)
+
+cols = st.columns(3)
+with cols[0]:
+    st.markdown("**Run**")
+    link("train", "Train: pick, tune, start, watch")
+    link("runs", "Runs & compare: overlay, rank, export")
+with cols[1]:
+    st.markdown("**Look inside**")
+    link("boundaries", "Decision boundaries (2-D data)")
+with cols[2]:
+    st.markdown("**Learn**")
+    link("temperature", "Temperature and dark knowledge")
+
+if st.button(
+    "Start the default run",
+    type="primary",
+    help=f"{DEFAULT_CONFIG.name}: KD on two moons with noisy labels; a few seconds on a CPU",
+):
+    config = load_config(DEFAULT_CONFIG, ["output.route={every: 1}"])
+    st.switch_page(page("train"), query_params={"run": start_run(store, config)})
+
+st.subheader("Runs")
+st.caption(f"Store: `{store.home}`")
+runs = store.runs(None)
+if runs.empty:
+    st.info("No runs yet. Start the default run above, open Train, or `python -m kdlib run configs/quickstart.yaml`.")
+    st.stop()
+
+counts = runs.status.value_counts()
+metrics = st.columns(4)
+metrics[0].metric("runs", len(runs))
+metrics[1].metric("active", int(counts.reindex(["queued", "running", "paused"]).fillna(0).sum()))
+metrics[2].metric("done", int(counts.get("done", 0)))
+metrics[3].metric("failed or stopped", int(counts.get("failed", 0) + counts.get("stopped", 0)))
+st.dataframe(
+    runs[["name", "kind", "method", "status", "epoch", "total_epochs", "test_acc", "id"]].head(12),
+    hide_index=True,
+    width="stretch",
+    column_config={"test_acc": st.column_config.NumberColumn("test acc", format="%.3f")},
+)
+
+run_id = pick_run(runs, "Open a run", key="home-run")
+cols = st.columns(3)
+with cols[0]:
+    link("train", "Watch it in Train", run=run_id)
+with cols[1]:
+    link("runs", "Its curves in Runs & compare", runs=run_id, run=run_id)
+with cols[2]:
+    link("boundaries", "Its decision boundaries", run=run_id)

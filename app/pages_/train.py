@@ -1,0 +1,270 @@
+"""Train: pick data, models and a method, tune its coefficients, start a run and watch it live.
+
+The form's state is the page's query parameters, named by config path (`method.temperature=8`,
+`student.hidden=[4]`, `data=toy2d`), so a lesson or a colleague can hand out a link to a setting.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import streamlit as st
+
+from app.common import decode, encode, live_panel, query, start_run
+from app.common import store as open_store
+from app.forms import FieldErrors, field_widget, params_widgets
+from kdlib import viz
+from kdlib.config import ConfigError, OptimizerSection, RunConfig, TrainingSection, validate_config
+from kdlib.data import DATASETS
+from kdlib.methods import METHODS
+from kdlib.models import MODELS
+
+# Starting points per dataset: models that suit its shape, and a recipe that trains in seconds to a minute on a CPU.
+BASE = {
+    "data": "toy2d",
+    "method": "kd",
+    "student": "resnet8",
+    "teacher.model": "resnet32x4",
+    "epochs": 30,
+    "batch_size": 128,
+    "optimizer.name": "adam",
+    "optimizer.lr": 0.001,
+    "seed": 0,
+    "teacher.epochs": 30,
+    "teacher.optimizer.lr": 0.001,
+}
+PRESETS = {
+    "toy2d": {
+        "data.noise": 0.25,
+        "data.label_noise": 0.1,
+        "student": "mlp",
+        "student.hidden": [4],
+        "teacher.model": "mlp",
+        "teacher.model.hidden": [64, 64],
+        "epochs": 30,
+        "batch_size": 64,
+        "optimizer.lr": 0.01,
+        "teacher.epochs": 20,
+        "teacher.optimizer.lr": 0.01,
+    },
+    "mnist1d": {
+        "student": "mlp",
+        "student.hidden": [128],
+        "teacher.model": "cnn1d",
+        "epochs": 15,
+        "optimizer.lr": 0.003,
+        "teacher.epochs": 15,
+        "teacher.optimizer.lr": 0.003,
+    },
+    "digits": {
+        "student": "mlp",
+        "student.hidden": [32],
+        "teacher.model": "cnn2d",
+        "teacher.model.channels": [16, 32],
+        "epochs": 30,
+        "batch_size": 64,
+        "optimizer.lr": 0.003,
+        "teacher.epochs": 30,
+        "teacher.optimizer.lr": 0.003,
+    },
+}
+EMBEDDED = ["toy2d", "mnist1d", "digits"]  # no download needed
+LOG_EVERY = {"toy2d": 5, "digits": 5}
+ADVANCED_DATA = {"val_fraction", "test_fraction", "split_seed", "generator_seed", "num_workers", "in_memory"}
+
+
+def form_start() -> dict[str, Any]:
+    """Where the form starts: the link's values, or this session's last form when opened from the menu."""
+    current = {k: v for k, v in query().items() if k != "run"}
+    written = st.session_state.get("train.written")
+    if not current and written:
+        current = written
+        st.session_state["train.initial"] = written
+    if current != st.session_state.get("train.initial") and current != written:
+        for key in [k for k in st.session_state if str(k).startswith("train:")]:
+            del st.session_state[key]  # opened from a new link: widgets start at its values
+        st.session_state["train.initial"] = current
+    return st.session_state.setdefault("train.initial", current)
+
+
+def preset(data: str) -> dict[str, Any]:
+    return {**BASE, **PRESETS.get(data, {})}
+
+
+def starting_values(data: str, initial: dict[str, Any]) -> dict[str, Any]:
+    """The data's preset, overridden by the link (only its method settings when it named other data)."""
+    if initial.get("data", BASE["data"]) == data:
+        return preset(data) | initial
+    return preset(data) | {k: v for k, v in initial.items() if k.split(".")[0] == "method"}
+
+
+def choice(label: str, options: list[str], path: str, start: dict, key: str, errors: FieldErrors, **kw) -> str:
+    wanted = start.get(path)
+    value = st.selectbox(
+        label, options, index=options.index(wanted) if wanted in options else 0, key=f"{key}:{path}", **kw
+    )
+    errors.slot(path)
+    return value
+
+
+def number(label: str, section: type, field: str, path: str, start: dict, key: str, errors: FieldErrors) -> Any:
+    info = section.model_fields[field]
+    value = field_widget(label, info, start.get(path, info.get_default(call_default_factory=True)), f"{key}:{path}")
+    errors.slot(path)
+    return value
+
+
+def model_form(role: str, path: str, start: dict, key: str, errors: FieldErrors, epochs: int) -> dict:
+    name = choice(f"{role} model", MODELS.names(), path, start, key, errors, help=f"the {role}'s architecture")
+    values, _ = params_widgets(MODELS.get(name).Params, path, start, f"{key}:{path}.{name}", errors, epochs)
+    return {"name": name, **values}
+
+
+def flat(prefix: str, section: dict) -> dict[str, Any]:
+    """`{name: mlp, hidden: [4]}` at `student` -> `{student: mlp, student.hidden: [4]}`."""
+    return {prefix: section["name"], **{f"{prefix}.{k}": v for k, v in section.items() if k != "name"}}
+
+
+def changed(form: dict[str, Any], data: str, specs: dict[str, type]) -> dict[str, Any]:
+    """The form's values that differ from where a fresh form starts (data and method are always kept)."""
+    reference = preset(data)
+    kept = {}
+    for path, value in form.items():
+        section, _, field = path.rpartition(".")
+        info = specs[section].model_fields.get(field) if section in specs else None
+        default = reference.get(path, info.get_default(call_default_factory=True) if info else None)
+        if path in ("data", "method") or value != default:
+            kept[path] = value
+    return kept
+
+
+store = open_store()
+initial = form_start()
+st.title("Train")
+st.caption("Pick data, a teacher and a student, a method and its coefficients; start a run and watch it learn.")
+
+errors = FieldErrors()
+left, right = st.columns(2, gap="large")
+with left:
+    st.subheader("Data")
+    names = [*EMBEDDED, *(n for n in DATASETS.names() if n not in EMBEDDED)]
+    data_name = st.selectbox(
+        "dataset",
+        names,
+        index=names.index(initial.get("data")) if initial.get("data") in names else 0,
+        key="train:data",
+        help="toy2d, mnist1d and digits are generated or bundled; the image sets read files from `root`",
+    )
+    errors.slot("data")
+    start = starting_values(data_name, initial)
+    key = f"train:{data_name}"
+with right:
+    st.subheader("Training")
+    cols = st.columns(3)
+    with cols[0]:
+        epochs = number("epochs", TrainingSection, "epochs", "epochs", start, key, errors)
+    with cols[1]:
+        batch_size = number("batch size", TrainingSection, "batch_size", "batch_size", start, key, errors)
+    with cols[2]:
+        seed = number("seed", RunConfig, "seed", "seed", start, key, errors)
+    cols = st.columns(3)
+    with cols[0]:
+        optimizer = choice("optimizer", ["adam", "adamw", "sgd"], "optimizer.name", start, key, errors)
+    with cols[1]:
+        lr = number("learning rate", OptimizerSection, "lr", "optimizer.lr", start, key, errors)
+    with cols[2]:
+        run_name = st.text_input(
+            "run name", value=start.get("output.name") or "", key=f"{key}:output.name", placeholder="automatic"
+        )
+    epochs_for_preview = epochs if isinstance(epochs, int) and 0 < epochs <= 10_000 else 1
+
+    st.subheader("Method")
+    method_name = choice("method", METHODS.names(), "method", start, key, errors, help="the KD method")
+    method = METHODS.get(method_name)
+    st.caption((inspect.getmodule(method).__doc__ or "").split("\n")[0])
+    method_values, curves = params_widgets(
+        method.Params, "method", start, f"{key}:method.{method_name}", errors, epochs_for_preview
+    )
+    if curves:
+        st.markdown("**Schedule preview**: each coefficient at every epoch")
+        st.plotly_chart(viz.schedule_figure(curves), key="schedule-preview")
+
+with left:
+    data_params = DATASETS.get(data_name).Params
+    main_fields = [f for f in data_params.model_fields if f != "name" and f not in ADVANCED_DATA]
+    data_values, _ = params_widgets(data_params, "data", start, f"{key}:data", errors, 1, names=main_fields)
+    with st.expander("splits and seeds of the data"):
+        more, _ = params_widgets(data_params, "data", start, f"{key}:data", errors, 1, names=ADVANCED_DATA)
+    data_section = {"name": data_name, **data_values, **more}
+    st.subheader("Student")
+    student = model_form("student", "student", start, key, errors, epochs_for_preview)
+    teacher = None
+    if method.needs_teacher:
+        st.subheader("Teacher")
+        st.caption("Trained once with plain cross-entropy, then reused by every student that names the same recipe.")
+        teacher_model = model_form("teacher", "teacher.model", start, key, errors, epochs_for_preview)
+        cols = st.columns(2)
+        with cols[0]:
+            teacher_epochs = number("teacher epochs", TrainingSection, "epochs", "teacher.epochs", start, key, errors)
+        with cols[1]:
+            teacher_lr = number(
+                "teacher learning rate", OptimizerSection, "lr", "teacher.optimizer.lr", start, key, errors
+            )
+        teacher = {"model": teacher_model, "epochs": teacher_epochs, "optimizer": {"name": "adam", "lr": teacher_lr}}
+
+config_data = {
+    "data": data_section,
+    "student": student,
+    "method": {"name": method_name, **method_values},
+    "epochs": epochs,
+    "batch_size": batch_size,
+    "optimizer": {"name": optimizer, "lr": lr},
+    "seed": seed,
+    "probes": {"log_every": LOG_EVERY.get(data_name, 10)},
+    # toy2d runs keep their weights after every epoch, for the decision boundaries page
+    "output": {"name": run_name.strip() or None, "route": {"every": 1} if data_name == "toy2d" else None},
+}
+if teacher is not None:
+    config_data["teacher"] = teacher
+
+form = {
+    **flat("data", data_section),
+    **flat("student", student),
+    **flat("method", config_data["method"]),
+    "epochs": epochs,
+    "batch_size": batch_size,
+    "optimizer.name": optimizer,
+    "optimizer.lr": lr,
+    "seed": seed,
+    "output.name": run_name.strip() or None,
+}
+specs = {"data": data_params, "student": MODELS.get(student["name"]).Params, "method": method.Params}
+if teacher is not None:
+    form |= {
+        **flat("teacher.model", teacher["model"]),
+        "teacher.epochs": teacher_epochs,
+        "teacher.optimizer.lr": teacher_lr,
+    }
+    specs["teacher.model"] = MODELS.get(teacher["model"]["name"]).Params
+written = {k: decode(encode(v)) for k, v in changed(form, data_name, specs).items() if v is not None}
+st.session_state["train.written"] = written
+run_param = st.query_params.get("run")
+st.query_params.from_dict({**{k: encode(v) for k, v in written.items()}, **({"run": run_param} if run_param else {})})
+
+st.divider()
+try:
+    config, problems = validate_config(config_data), []
+except ConfigError as error:
+    config, problems = None, errors.show(str(error))
+if problems:
+    st.error("Fix these before starting:\n\n" + "\n".join(f"- `{line}`" for line in problems))
+cols = st.columns([1, 3])
+if cols[0].button("Start", type="primary", disabled=config is None, width="stretch", key="train-start"):
+    st.query_params["run"] = start_run(store, config)
+if config is not None:
+    with cols[1].expander("the run's config as YAML (for `python -m kdlib run`)"):
+        st.code(config.to_yaml(), language="yaml")
+
+if run_id := st.query_params.get("run"):
+    live_panel(store, run_id)

@@ -1,0 +1,158 @@
+"""Figure builders: the data in each figure, not its pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdlib import viz
+
+
+def epochs_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "step": [10, 20, 30],
+            "lr": [0.01, 0.01, 0.01],
+            "train.loss": [1.0, 0.8, 0.6],
+            "train.loss_kd": [0.5, 0.4, 0.3],
+            "temperature": [4.0, 3.0, 2.0],
+            "w_kd": [0.9, 0.9, 0.9],
+            "test.acc": [0.5, 0.6, 0.7],
+            "test.ece": [0.1, 0.08, 0.05],
+            "val.nll": [0.9, 0.8, 0.7],
+            "route_kl.0002": [0.3, 0.2, 0.1],
+        },
+        index=pd.Index([0, 1, 2], name="epoch"),
+    )
+
+
+def test_schedule_figure_has_one_panel_per_coefficient_with_its_values():
+    fig = viz.schedule_figure({"temperature": [8.0, 5.0, 2.0], "w_kd": [0.9, 0.9, 0.9]})
+    assert [t.name for t in fig.data] == ["temperature", "w_kd"]
+    assert list(fig.data[0].x) == [0, 1, 2] and list(fig.data[0].y) == [8.0, 5.0, 2.0]
+    assert fig.data[0].xaxis == "x" and fig.data[1].xaxis == "x2"
+
+
+def test_schedule_figure_without_schedules_says_so():
+    fig = viz.schedule_figure({})
+    assert not fig.data and "no coefficients" in fig.layout.annotations[0].text
+
+
+def test_method_scalars_are_coefficients_and_loss_terms_not_common_metrics_or_probes():
+    assert viz.method_scalar_columns(epochs_frame()) == ["train.loss_kd", "temperature", "w_kd"]
+
+
+def test_scalars_figure_plots_each_chosen_column_against_epoch():
+    fig = viz.scalars_figure(epochs_frame())
+    assert [t.name for t in fig.data] == ["train.loss_kd", "temperature", "w_kd"]
+    assert list(fig.data[1].y) == [4.0, 3.0, 2.0] and list(fig.data[1].x) == [0, 1, 2]
+    assert [t.name for t in viz.scalars_figure(epochs_frame(), ["w_kd", "missing"]).data] == ["w_kd"]
+    assert not viz.scalars_figure(epochs_frame()[["step", "train.loss"]]).data
+
+
+def test_scalars_figure_lays_out_many_columns():
+    frame = pd.DataFrame({f"c{i}": [float(i)] for i in range(22)})
+    assert len(viz.scalars_figure(frame).data) == 22
+
+
+def test_compare_curves_overlays_one_line_per_run_that_has_the_metric():
+    other = epochs_frame().assign(**{"test.acc": [0.4, 0.5, 0.9]})
+    fig = viz.compare_curves_figure({"a": epochs_frame(), "b": other, "c": pd.DataFrame()}, "test.acc")
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert list(fig.data[1].y) == [0.4, 0.5, 0.9]
+    assert not viz.compare_curves_figure({"c": pd.DataFrame()}, "test.acc").data
+
+
+def summary_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": ["r1", "r2", "r3"],
+            "name": ["a", "b", "c"],
+            "status": ["done"] * 3,
+            "method": ["kd", "kd", "ce"],
+            "student": ["mlp hidden=[4]"] * 3,
+            "teacher": ["mlp", "mlp", None],
+            "data": ["toy2d"] * 3,
+            "epochs": [30, 30, 30],
+            "lr": [0.01, 0.01, 0.01],
+            "temperature": [1.0, 4.0, np.nan],
+            "test_acc": [0.8, 0.9, 0.7],
+            "test_ece": [0.05, 0.03, 0.1],
+        }
+    )
+
+
+def test_parallel_coordinates_has_hyperparameter_and_outcome_axes():
+    fig = viz.parallel_coordinates_figure(summary_frame())
+    dims = {d.label: d for d in fig.data[0].dimensions}
+    # constant recipe columns are left out; method and student always stay; teacher differs so it stays
+    assert list(dims) == ["method", "student", "teacher", "temperature", "test_acc", "test_ece"]
+    assert list(dims["method"].ticktext) == ["ce", "kd"] and list(dims["method"].values) == [1, 1, 0]
+    assert list(dims["test_acc"].values) == [0.8, 0.9, 0.7]
+    assert list(fig.data[0].line.color) == [0.8, 0.9, 0.7]
+
+
+def test_parallel_coordinates_puts_missing_values_on_an_na_tick_below_the_axis():
+    temperature = {d.label: d for d in viz.parallel_coordinates_figure(summary_frame()).data[0].dimensions}[
+        "temperature"
+    ]
+    missing = temperature["values"][2]
+    assert missing < 1.0 and temperature.tickvals[0] == missing and temperature.ticktext[0] == "n/a"
+    assert list(temperature["values"][:2]) == [1.0, 4.0]
+
+
+def test_parallel_coordinates_of_nothing_is_an_empty_figure():
+    assert not viz.parallel_coordinates_figure(pd.DataFrame()).data
+
+
+def grid(num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs, ys = np.linspace(-1, 1, 5), np.linspace(-2, 2, 4)
+    probs = np.random.default_rng(0).dirichlet(np.ones(num_classes), (len(ys), len(xs)))
+    return xs, ys, probs
+
+
+def test_two_class_boundary_shows_p_class_1_the_half_contour_and_label_groups():
+    xs, ys, probs = grid(2)
+    points, labels = np.array([[0.0, 0.0], [0.5, 1.0], [-0.5, -1.0]]), np.array([0, 1, 1])
+    fig = viz.decision_boundary_figure(xs, ys, probs, points, labels, "label", title="student")
+    heatmap, contour, *groups = fig.data
+    assert heatmap.type == "heatmap" and np.allclose(np.asarray(heatmap.z), probs[..., 1])
+    assert contour.type == "contour" and contour.contours.start == 0.5 == contour.contours.end
+    assert [g.name for g in groups] == ["label 0", "label 1"]
+    assert list(groups[1].x) == [0.5, -0.5]
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.title.text == "student"
+
+
+def test_boundary_points_coloured_by_probability_share_the_background_scale():
+    xs, ys, probs = grid(2)
+    points, soft = np.array([[0.0, 0.0], [0.5, 1.0]]), np.array([0.2, 0.9])
+    fig = viz.decision_boundary_figure(xs, ys, probs, points, soft, "probability")
+    scatter = fig.data[-1]
+    assert list(scatter.marker.color) == [0.2, 0.9] and (scatter.marker.cmin, scatter.marker.cmax) == (0, 1)
+
+
+def test_multiclass_boundary_shows_the_predicted_class():
+    xs, ys, probs = grid(3)
+    fig = viz.decision_boundary_figure(xs, ys, probs, np.zeros((2, 2)), np.array([0, 2]))
+    assert np.array_equal(np.asarray(fig.data[0].z), probs.argmax(-1))
+    assert [t.name for t in fig.data[1:]] == ["label 0", "label 2"]
+
+
+def test_softmax_temperature_figure_has_a_bar_group_per_temperature():
+    table = pd.DataFrame(
+        {"temperature": [1, 1, 4, 4], "class": ["a", "b", "a", "b"], "probability": [0.9, 0.1, 0.6, 0.4]}
+    )
+    fig = viz.softmax_temperature_figure(table)
+    assert [t.name for t in fig.data] == ["T = 1", "T = 4"]
+    assert list(fig.data[1].x) == ["a", "b"] and list(fig.data[1].y) == [0.6, 0.4]
+    assert fig.layout.barmode == "group"
+
+
+def test_entropy_figure_marks_the_chosen_temperature_and_the_uniform_limit():
+    curve = pd.DataFrame({"temperature": [1.0, 2.0, 4.0], "entropy": [0.1, 0.4, 0.6]})
+    fig = viz.entropy_figure(curve, temperature=3.0, num_classes=2)
+    line, marker = fig.data
+    assert list(line.y) == [0.1, 0.4, 0.6]
+    assert list(marker.x) == [3.0] and list(marker.y) == pytest.approx([0.5])
+    assert fig.layout.shapes[0].y0 == pytest.approx(np.log(2))
