@@ -342,3 +342,334 @@ def entropy_figure(curve: pd.DataFrame, temperature: float | None = None, num_cl
         showlegend=False,
         margin={"t": 50},
     )
+
+
+# --- per-sample views: calibration, gradient rescaling, soft-label weights, bias-variance, route ---
+
+
+def reliability_figure(table, title: str = "Reliability") -> go.Figure:
+    """Accuracy against confidence per bin; the gap to the diagonal is the calibration error.
+
+    `table` is a run's `<split>.reliability` array ([bins, 3]: count, summed confidence, summed
+    correctness) or a frame with count / confidence / accuracy columns (`probes.calibration_bins`).
+    """
+    if isinstance(table, pd.DataFrame):
+        count, confidence, accuracy = table["count"].to_numpy(), table.confidence.to_numpy(), table.accuracy.to_numpy()
+    else:
+        table = np.asarray(table, dtype=float)
+        count = table[:, 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            confidence, accuracy = table[:, 1] / count, table[:, 2] / count
+    edges = np.linspace(0, 1, len(count) + 1)
+    centers, width = (edges[:-1] + edges[1:]) / 2, 1 / len(count)
+    filled = count > 0
+    ece = float(np.nansum(count[filled] * np.abs(accuracy[filled] - confidence[filled])) / max(count.sum(), 1))
+    fig = go.Figure(
+        go.Bar(
+            x=centers[filled],
+            y=accuracy[filled],
+            width=width * 0.95,
+            name="accuracy",
+            customdata=np.stack([count[filled], confidence[filled]], 1),
+            hovertemplate="bin %{x:.2f}<br>accuracy %{y:.3f}<br>confidence %{customdata[1]:.3f}"
+            "<br>%{customdata[0]} samples<extra></extra>",
+        )
+    )
+    fig.add_scatter(
+        x=centers[filled],
+        y=confidence[filled],
+        mode="markers",
+        name="mean confidence",
+        marker={"symbol": "line-ew-open", "size": 14, "color": "#ef553b"},
+    )
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dot", "color": "gray"})
+    return fig.update_layout(
+        title=f"{title} (ECE {100 * ece:.1f}%)",
+        xaxis_title="confidence",
+        yaxis_title="accuracy",
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1],
+        height=380,
+    )
+
+
+def per_sample_scatter_figure(
+    samples: pd.DataFrame,
+    x: str,
+    y: str,
+    color: str | None = None,
+    selected: int | None = None,
+    title: str = "",
+    labels: dict | None = None,
+) -> go.Figure:
+    """One point per sample (hover shows its index); `selected` is ringed."""
+    labels = labels or {}
+    frame = samples.reset_index()
+    marker = {"size": 6, "opacity": 0.7}
+    if color is not None and color in frame:
+        marker |= {
+            "color": frame[color].astype(float),
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": labels.get(color, color)},
+        }
+    fig = go.Figure(
+        go.Scattergl(
+            x=frame[x],
+            y=frame[y],
+            mode="markers",
+            marker=marker,
+            customdata=frame["index"],
+            name="samples",
+            hovertemplate=f"sample %{{customdata}}<br>{x} %{{x:.3f}}<br>{y} %{{y:.3f}}<extra></extra>",
+        )
+    )
+    if selected is not None and selected in samples.index:
+        row = samples.loc[selected]
+        fig.add_scatter(
+            x=[row[x]],
+            y=[row[y]],
+            mode="markers",
+            name=f"sample {selected}",
+            marker={"size": 16, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "#ef553b"}},
+        )
+    return fig.update_layout(
+        title=title or None, xaxis_title=labels.get(x, x), yaxis_title=labels.get(y, y), height=420
+    )
+
+
+def rescaling_figure(samples: pd.DataFrame, selected: int | None = None) -> go.Figure:
+    """PS-KD's view: each sample's gradient rescaling against how hard it was (1 - p_true the epoch before).
+
+    Easy samples (left) lose most of their gradient, hard ones keep it; below 0 the model is already
+    more confident than its target and is pushed down (the calibration effect).
+    """
+    scale = "grad_scale_true" if "grad_scale_true" in samples else "logit_grad_ratio_true"
+    difficulty = samples["prev_p_true"] if "prev_p_true" in samples else samples["p_true_student"]
+    frame = samples.assign(difficulty=1 - difficulty.astype(float))
+    fig = per_sample_scatter_figure(
+        frame,
+        "difficulty",
+        scale,
+        color="p_true_student",
+        selected=selected,
+        labels={
+            "difficulty": "difficulty: 1 - p(true class) at the previous epoch",
+            scale: "gradient on the true class / plain CE's",
+            "p_true_student": "p(true) now",
+        },
+        title="Gradient rescaling per sample",
+    )
+    fig.add_hline(y=1, line_dash="dot", line_color="gray", annotation_text="plain cross-entropy")
+    return fig.add_hline(y=0, line_dash="dot", line_color="#ef553b", annotation_text="pushed down")
+
+
+def soft_label_weights_figure(samples: pd.DataFrame, selected: int | None = None) -> go.Figure:
+    """WSL's view: each sample's soft-label weight against the teacher's advantage on the true class.
+
+    Regularization samples (the student already beats the teacher on the true class) sit left of 0
+    and get weights below 1 - 1/e.
+    """
+    frame = samples.assign(advantage=samples.p_true_teacher.astype(float) - samples.p_true_student.astype(float))
+    fig = per_sample_scatter_figure(
+        frame,
+        "advantage",
+        "weight",
+        color="reg_sample" if "reg_sample" in frame else None,
+        selected=selected,
+        title="Soft-label weight per sample",
+        labels={
+            "advantage": "p_teacher(true) - p_student(true)",
+            "weight": "weight w",
+            "reg_sample": "regularization sample",
+        },
+    )
+    fig.add_vline(x=0, line_dash="dot", line_color="gray")
+    return fig.add_hline(y=1 - np.exp(-1), line_dash="dot", line_color="gray", annotation_text="1 - 1/e")
+
+
+def bias_variance_figure(
+    frame: pd.DataFrame,
+    color: pd.Series | None = None,
+    selected: int | None = None,
+    title: str = "Bias and variance per sample",
+) -> go.Figure:
+    """Each sample's bias against its variance (log loss = bias + variance); colour by e.g. WSL's flag."""
+    data = frame.assign(flag=color.astype(float)) if color is not None else frame
+    return per_sample_scatter_figure(
+        data,
+        "variance",
+        "bias",
+        color="flag" if color is not None else "loss",
+        selected=selected,
+        title=title,
+        labels={
+            "variance": "variance: mean KL(mean prediction || prediction)",
+            "bias": "bias: CE(label, mean prediction)",
+            "flag": color.name if color is not None else "flag",
+            "loss": "mean log loss",
+        },
+    )
+
+
+def trajectory_figure(series: dict[str, pd.Series], title: str = "", epoch: int | None = None) -> go.Figure:
+    """One sample's values over epochs, one line per key; `epoch` is marked."""
+    fig = go.Figure()
+    for key, values in series.items():
+        fig.add_scatter(x=values.index, y=values.values, mode="lines+markers", name=key)
+    if epoch is not None:
+        fig.add_vline(x=epoch, line_dash="dot", line_color="gray")
+    return fig.update_layout(
+        title=title or None, xaxis_title="epoch", height=320, legend={"orientation": "h", "y": -0.3}
+    )
+
+
+def sample_image_figure(image: np.ndarray, title: str = "") -> go.Figure:
+    """An input image ([C, H, W] or [H, W]), shown as a person sees it (gray or RGB, rescaled to 0..255)."""
+    image = np.asarray(image, dtype=float)
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image[0]
+    image = (image - image.min()) / max(image.max() - image.min(), 1e-8) * 255
+    if image.ndim == 2:
+        fig = go.Figure(go.Heatmap(z=image[::-1], colorscale="gray", showscale=False))
+        fig.update_yaxes(scaleanchor="x", showticklabels=False)
+    else:
+        fig = go.Figure(go.Image(z=np.moveaxis(image, 0, -1).astype(np.uint8)))
+    fig.update_xaxes(showticklabels=False)
+    return fig.update_layout(title=title or None, height=260, width=260, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+
+
+def signal_figure(signal: np.ndarray, title: str = "") -> go.Figure:
+    """A 1-D input (an mnist1d signal) as a line."""
+    return go.Figure(go.Scatter(y=np.asarray(signal, dtype=float).ravel(), mode="lines")).update_layout(
+        title=title or None, height=220, xaxis_title="position", margin={"t": 40, "b": 30}
+    )
+
+
+def top_classes_figure(
+    probs: dict[str, np.ndarray], class_names: list[str] | None = None, k: int = 5, title: str = "Top classes"
+) -> go.Figure:
+    """Bars of the top-k classes of each model's probabilities (e.g. teacher and student) for one sample."""
+    first = next(iter(probs.values()))
+    order = np.argsort(-np.asarray(first))[:k]
+    names = [class_names[i] if class_names else str(i) for i in order]
+    fig = go.Figure([go.Bar(x=names, y=np.asarray(p)[order], name=label) for label, p in probs.items()])
+    return fig.update_layout(title=title, yaxis_title="probability", yaxis_range=[0, 1], barmode="group", height=300)
+
+
+def route_map_figure(layout: pd.DataFrame, title: str = "The student on the teacher's route") -> go.Figure:
+    """A 2-D map of output space: the teacher's checkpoints as a path, the student's epochs as another.
+
+    `layout` (from `kdlib.views.route_layout`) has columns x, y, who ("teacher" | "student" |
+    "moving teacher"), epoch, and `anchor` (True for the student's anchors) and `current`.
+    """
+    fig = go.Figure()
+    styles = {
+        "teacher": ("#636efa", "circle"),
+        "moving teacher": ("#ab63fa", "diamond"),
+        "student": ("#ef553b", "circle"),
+    }
+    for who, part in layout.groupby("who", sort=False):
+        color, symbol = styles.get(who, ("gray", "circle"))
+        fig.add_scatter(
+            x=part.x,
+            y=part.y,
+            mode="lines+markers+text",
+            name=who,
+            text=part.epoch.astype(str),
+            textposition="top center",
+            textfont={"size": 9},
+            line={"color": color},
+            marker={"symbol": symbol, "size": 8, "color": color},
+            hovertemplate=f"{who} after epoch %{{text}}<extra></extra>",
+        )
+    if "anchor" in layout and layout.anchor.any():
+        anchors = layout[layout.anchor]
+        fig.add_scatter(
+            x=anchors.x,
+            y=anchors.y,
+            mode="markers",
+            name="anchors",
+            marker={"symbol": "star", "size": 16, "color": "#ffa15a", "line": {"width": 1, "color": "black"}},
+        )
+    if "current" in layout and layout.current.any():
+        now = layout[layout.current]
+        fig.add_scatter(
+            x=now.x,
+            y=now.y,
+            mode="markers",
+            name="current anchor",
+            marker={"size": 24, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#ffa15a"}},
+        )
+    return fig.update_layout(title=title, xaxis_title="PC 1", yaxis_title="PC 2", height=480)
+
+
+def route_distance_figure(epochs: pd.DataFrame) -> go.Figure:
+    """Per student epoch: mean KL to each teacher checkpoint (lines from `route_kl.*`), the current anchor marked."""
+    columns = sorted(c for c in epochs.columns if c.startswith("route_kl."))
+    if not columns:
+        return _empty_figure("This run's teacher has no route (train it with teacher.route).")
+    fig = go.Figure()
+    last = columns[-1]
+    for column in columns:
+        checkpoint = int(column.split(".")[1])
+        fig.add_scatter(
+            x=epochs.index,
+            y=epochs[column],
+            mode="lines",
+            name=f"teacher epoch {checkpoint}",
+            line={"width": 3 if column == last else 1},
+            opacity=1 if column == last else 0.45,
+        )
+    if "anchor_epoch" in epochs:
+        anchor_kl = [
+            epochs.loc[e, f"route_kl.{int(a):04d}"] if f"route_kl.{int(a):04d}" in epochs else np.nan
+            for e, a in epochs.anchor_epoch.items()
+        ]
+        fig.add_scatter(
+            x=epochs.index,
+            y=anchor_kl,
+            mode="markers",
+            name="current anchor",
+            marker={"symbol": "star", "size": 12, "color": "#ffa15a"},
+        )
+    return fig.update_layout(
+        title="Student to teacher checkpoints: KL(teacher || student) on the probe set",
+        xaxis_title="student epoch",
+        yaxis_title="mean KL",
+        height=380,
+        yaxis_type="log",
+    )
+
+
+def search_weights_figure(search: pd.DataFrame, title: str = "Aggregation weights during the search") -> go.Figure:
+    """DFA: softmax(alpha) of each stage's candidates over search steps (`dfa.alpha.stage{i}.{j}` columns)."""
+    columns = [c for c in search.columns if c.startswith("dfa.alpha.")]
+    if not columns:
+        return _empty_figure("No search recorded for this run.")
+    stages = sorted({c.split(".")[2] for c in columns})
+    fig = _small_multiples(len(stages), stages)
+    for i, stage in enumerate(stages):
+        for column in sorted(c for c in columns if c.split(".")[2] == stage):
+            fig.add_scatter(
+                x=search.index,
+                y=search[column],
+                mode="lines",
+                name=f"{stage} candidate {column.split('.')[-1]}",
+                row=i // 3 + 1,
+                col=i % 3 + 1,
+            )
+    return fig.update_layout(title=title, height=320 * ((len(stages) + 2) // 3))
+
+
+def head_accuracy_figure(epochs_by_head: pd.DataFrame, title: str = "Auxiliary heads") -> go.Figure:
+    """LSSKD: mean true-class probability of each head (columns) per epoch (index)."""
+    fig = go.Figure(
+        [
+            go.Scatter(x=epochs_by_head.index, y=epochs_by_head[c], mode="lines+markers", name=c)
+            for c in epochs_by_head.columns
+        ]
+    )
+    return fig.update_layout(
+        title=title, xaxis_title="epoch", yaxis_title="mean p(true class)", yaxis_range=[0, 1], height=340
+    )

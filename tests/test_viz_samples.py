@@ -1,0 +1,58 @@
+"""Per-sample figures: their data, not their pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kdlib import viz
+
+
+def test_reliability_figure_from_a_stored_table_reports_the_ece():
+    table = np.zeros((10, 3))
+    table[6] = [2, 1.3, 1]  # two samples, mean confidence .65, accuracy .5
+    fig = viz.reliability_figure(table)
+    assert "ECE 15.0%" in fig.layout.title.text
+    assert list(fig.data[0].y) == [0.5]
+
+
+def test_rescaling_figure_places_samples_by_difficulty():
+    samples = pd.DataFrame({"prev_p_true": [0.9, 0.2], "p_true_student": [0.95, 0.3], "grad_scale_true": [0.0, 0.43]})
+    fig = viz.rescaling_figure(samples, selected=1)
+    assert np.allclose(fig.data[0].x, [0.1, 0.8]) and list(fig.data[0].y) == [0.0, 0.43]
+    assert fig.data[1].name == "sample 1"
+
+
+def test_soft_label_weights_and_bias_variance_figures():
+    samples = pd.DataFrame({"p_true_teacher": [0.9, 0.3], "p_true_student": [0.5, 0.6], "weight": [0.8, 0.3],
+                            "reg_sample": [0.0, 1.0]})
+    fig = viz.soft_label_weights_figure(samples)
+    assert np.allclose(fig.data[0].x, [0.4, -0.3])
+    frame = pd.DataFrame({"bias": [0.5, 0.1], "variance": [0.02, 0.3], "loss": [0.52, 0.4]})
+    fig = viz.bias_variance_figure(frame, color=samples.reg_sample)
+    assert list(fig.data[0].x) == [0.02, 0.3]
+
+
+def test_route_figures():
+    layout = pd.DataFrame({"who": ["teacher", "teacher", "student"], "epoch": [1, 2, 1], "x": [0, 1, 0.5],
+                           "y": [0, 0, 1], "anchor": [False, True, False], "current": [False, True, False]})
+    fig = viz.route_map_figure(layout)
+    assert {t.name for t in fig.data} == {"teacher", "student", "anchors", "current anchor"}
+    epochs = pd.DataFrame({"route_kl.0001": [0.5, 0.2], "route_kl.0002": [0.9, 0.4], "anchor_epoch": [1, 2]})
+    fig = viz.route_distance_figure(epochs)
+    assert list(fig.data[-1].y) == [0.5, 0.4]  # KL to the anchor of each epoch
+
+
+def test_trajectory_image_and_top_classes_figures():
+    fig = viz.trajectory_figure({"p_true_student": pd.Series([0.2, 0.5], index=[0, 1])}, epoch=1)
+    assert list(fig.data[0].y) == [0.2, 0.5]
+    assert viz.sample_image_figure(np.random.rand(1, 8, 8)).data[0].z.shape == (8, 8)
+    fig = viz.top_classes_figure({"teacher": np.array([0.1, 0.7, 0.2]), "student": np.array([0.3, 0.4, 0.3])}, k=2)
+    assert list(fig.data[0].x) == ["1", "2"]
+
+
+def test_search_weights_and_head_figures():
+    search = pd.DataFrame({"dfa.alpha.stage1.0": [0.5, 0.7], "dfa.alpha.stage1.1": [0.5, 0.3]}, index=[0, 10])
+    assert len(viz.search_weights_figure(search).data) == 2
+    heads = pd.DataFrame({"head 1": [0.3, 0.5], "final": [0.4, 0.8]})
+    assert len(viz.head_accuracy_figure(heads).data) == 2
