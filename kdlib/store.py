@@ -273,7 +273,8 @@ class RunStore:
     def truncate(self, run_id: str, from_epoch: int) -> None:
         """Forget what a run wrote for `from_epoch` on: a resumed run writes it again."""
         with self._connect() as db:
-            db.execute("DELETE FROM metrics WHERE run_id = ? AND epoch >= ?", (run_id, from_epoch))
+            # from epoch 0 the run starts over, its preparation phase (epoch -1) included
+            db.execute("DELETE FROM metrics WHERE run_id = ? AND epoch >= ?", (run_id, from_epoch if from_epoch else -1))
         for epoch in self.per_sample_epochs(run_id):
             if epoch >= from_epoch:
                 shutil.rmtree(self.samples_dir(run_id) / f"epoch_{epoch:04d}")

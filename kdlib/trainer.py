@@ -217,12 +217,12 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     elif 0 in route_epochs:
         _save_route(student, run_dir, 0)
 
-    distiller.prepare(lambda search_step, values: emit(StepLogged(-1, search_step, values)))
     route_probe = None
     if route is not None and config.probes.route_probe_size:
         route_probe = RouteProbe(route, first_samples(data.train, config.probes.route_probe_size).to(device), autocast)
         route_probe.save(run_dir / "route_probe.npz")
     emit(RunStarted(config.epochs, start_epoch, steps_per_epoch, str(device), len(data.train)))
+    distiller.prepare(lambda search_step, values: emit(StepLogged(-1, search_step, values)))
     generator = torch.Generator()
     checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(checkpoint_path))))
     log_every, step = config.probes.log_every, start_epoch * steps_per_epoch

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import os
 
-from kdlib.config import validate_config
+# One torch thread: the tests train tiny models, for which a second thread only adds waiting (and on a
+# shared 2-core machine makes them many times slower). Set before torch is imported; workers inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+from kdlib.config import validate_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
