@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdlib.data import digits, image_folder, mnist1d, torchvision_sets, toy2d  # noqa: F401  (registers)
+from kdlib.data import digits, domain_pair, image_folder, mnist1d, torchvision_sets, toy2d  # noqa: F401  (registers)
 from kdlib.data.base import DATASETS, Batch, DataBundle, LoaderSplit, TensorSplit
 
 __all__ = ["DATASETS", "Batch", "DataBundle", "LoaderSplit", "TensorSplit", "load_data"]

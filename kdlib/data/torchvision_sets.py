@@ -1,4 +1,4 @@
-"""Image classification sets read by torchvision: CIFAR-10/100, MNIST, Fashion-MNIST, SVHN.
+"""Image classification sets read by torchvision: CIFAR-10/100, MNIST, Fashion-MNIST, SVHN, USPS.
 
 The official test split is the test split; validation is carved from the official train split with
 the seeded `split_indices`. Without augmentation each split is decoded once into float32 tensors
@@ -75,6 +75,10 @@ class SVHNParams(TorchvisionParams):
     name: Literal["svhn"] = "svhn"
 
 
+class USPSParams(TorchvisionParams):
+    name: Literal["usps"] = "usps"
+
+
 @dataclass(frozen=True)
 class _Set:
     cls: str  # the torchvision.datasets class
@@ -122,6 +126,9 @@ _SETS = {
         "NCHW",
         False,
     ),
+    # 16x16 digits (7,291 train, 2,007 test); mean and std of its training images as used in
+    # Richard456/Dann `datasets/usps.py`.
+    "usps": _Set("USPS", "usps.bz2 and usps.t.bz2", (1, 16, 16), 10, (0.2473,), (0.2665,), "NHW", False),
 }
 
 
@@ -175,7 +182,7 @@ def _open(s: _Set, p: TorchvisionParams, train: bool):
     split = {"split": "train" if train else "test"} if s.cls == "SVHN" else {"train": train}
     try:
         return getattr(tvd, s.cls)(p.root, download=p.download, **split)
-    except RuntimeError as e:  # torchvision's "Dataset not found or corrupted"
+    except (RuntimeError, FileNotFoundError) as e:  # "Dataset not found or corrupted"; USPS opens the file
         if p.download:
             raise
         raise FileNotFoundError(
@@ -227,6 +234,6 @@ def load_torchvision(p: TorchvisionParams) -> DataBundle:
     return DataBundle(*splits, s.num_classes, s.shape, names)
 
 
-for _params in (CIFAR10Params, CIFAR100Params, MNISTParams, FashionMNISTParams, SVHNParams):
+for _params in (CIFAR10Params, CIFAR100Params, MNISTParams, FashionMNISTParams, SVHNParams, USPSParams):
     _name = _params.model_fields["name"].default
     DATASETS.register(_name)(type(_name, (), {"Params": _params, "load": staticmethod(load_torchvision)}))
