@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -25,12 +26,16 @@ from kdlib.runner import execute  # noqa: E402
 from kdlib.store import RunStore  # noqa: E402
 
 MLP = "student={name: mlp, hidden: [128]}"
+MLP2 = "student={name: mlp, hidden: [128, 128]}"
 CNN = "student={name: cnn1d, channels: [32, 32, 32]}"
-# row label -> (config, overrides): every row but the last two trains the same MLP-128 student; the
-# last two compare PS-KD with CE on the CNN itself (self-distillation needs no smaller student).
+# row label -> (config, overrides): the rows without a named student train the same MLP-128; LSSKD
+# needs two hidden layers for its layered distillation, and PS-KD is also shown on the CNN itself
+# (self-distillation needs no smaller student), each beside CE on the same model.
 CONFIGS = {
     "ce": ("mnist1d_ce", [MLP]), "label_smoothing": ("mnist1d_ls", [MLP]), "kd": ("mnist1d_kd", [MLP]),
     "rco": ("mnist1d_rco", [MLP]), "pskd": ("mnist1d_pskd", [MLP]), "wsl": ("mnist1d_wsl", [MLP]),
+    "prokt": ("mnist1d_prokt", [MLP]), "dfa": ("mnist1d_dfa", [MLP]), "lsskd": ("mnist1d_lsskd", [MLP]),
+    "ce (mlp 128x128)": ("mnist1d_ce", [MLP2]), "lsskd (mlp 128x128)": ("mnist1d_lsskd", [MLP2]),
     "ce (cnn1d)": ("mnist1d_ce", [CNN]), "pskd (cnn1d)": ("mnist1d_pskd", [CNN]),
 }
 
@@ -73,7 +78,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--methods", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small models)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as home:
         store = RunStore(home)
@@ -84,7 +91,8 @@ def main() -> None:
         teacher = store.runs("teacher")
         if not teacher.empty:
             print(f"teacher (cnn1d, 15 epochs): test accuracy {100 * teacher.test_acc.iloc[0]:.1f}%")
-    print(f"mnist1d, {args.epochs} epochs, seeds 0..{args.seeds - 1}; student MLP-128 unless named\n")
+    print(f"mnist1d, {args.epochs} epochs, seeds 0..{args.seeds - 1}, {args.threads} torch thread(s); "
+          "student MLP-128 unless named\n")
     print(table(pd.DataFrame(rows)))
 
 
