@@ -9,6 +9,7 @@ import streamlit as st
 import yaml
 
 from kdlib import RunStore, viz
+from kdlib.data import DATASETS, load_data
 from kdlib.runner import RunHandle, launch
 from kdlib.store import ACTIVE
 from kdlib.views import teacher_run_id
@@ -19,7 +20,13 @@ PAGES = {
     "train": ("pages_/train.py", "Train", ":material/play_circle:"),
     "runs": ("pages_/runs.py", "Runs & compare", ":material/table_chart:"),
     "boundaries": ("pages_/boundaries.py", "Decision boundaries", ":material/scatter_plot:"),
+    "inspect": ("pages_/inspect.py", "Inspect samples", ":material/grain:"),
+    "route": ("pages_/route.py", "Teacher route", ":material/route:"),
+    "methods": ("pages_/methods.py", "Method views", ":material/widgets:"),
     "temperature": ("pages_/temperature.py", "Temperature and dark knowledge", ":material/thermostat:"),
+    "lesson_route": ("pages_/lesson_route.py", "A route eases the teacher (RCO)", ":material/timeline:"),
+    "lesson_pskd": ("pages_/lesson_pskd.py", "Progressive self-targets (PS-KD)", ":material/trending_up:"),
+    "lesson_wsl": ("pages_/lesson_wsl.py", "Soft labels: bias and variance (WSL)", ":material/balance:"),
 }
 
 
@@ -199,3 +206,57 @@ def live_panel(store: RunStore, run_id: str) -> None:
             st.rerun()  # the run ended: redraw the page once, and stop refreshing
 
     live()
+
+
+def int_param(name: str, default: int | None = None) -> int | None:
+    """An integer query parameter, or `default` when it is missing or not an integer."""
+    try:
+        return int(st.query_params.get(name, ""))
+    except ValueError:
+        return default
+
+
+def epoch_slider(epochs: list[int], key: str, label: str = "epoch") -> int:
+    """A slider over a run's recorded epochs that starts at the `epoch` query parameter and writes it back."""
+    wanted = int_param("epoch")
+    start = wanted if wanted in epochs else epochs[-1]
+    if len(epochs) == 1:
+        epoch = epochs[0]
+        st.caption(f"{label}: {epoch} (the only one recorded)")
+    else:
+        epoch = st.select_slider(label, options=epochs, value=start, key=key)
+    st.query_params["epoch"] = str(epoch)
+    return epoch
+
+
+def clicked_sample(event) -> int | None:
+    """The sample index (the point's customdata) of a plotly chart's selection event, if one point was clicked."""
+    points = ((event or {}).get("selection") or {}).get("points") or []
+    if not points:
+        return None
+    data = points[0].get("customdata")
+    data = data[0] if isinstance(data, list | tuple) and data else data
+    try:
+        return int(data)
+    except (TypeError, ValueError):
+        return None
+
+
+@st.cache_resource(show_spinner="loading the run's data ...", max_entries=4)
+def dataset(name: str, params_json: str):
+    """A run's data, loaded once per server (`config.data.name`, `config.data.model_dump_json()`)."""
+    return load_data(DATASETS.get(name).Params.model_validate_json(params_json))
+
+
+def float_param(name: str, default: float, low: float, high: float) -> float:
+    """A number query parameter kept within [low, high], or `default` when it is missing or not a number."""
+    try:
+        return min(max(float(st.query_params.get(name, default)), low), high)
+    except ValueError:
+        return default
+
+
+def train_button(label: str, query: dict[str, Any], key: str) -> None:
+    """The button that ends a lesson: it opens Train filled in with `query`."""
+    if st.button(label, type="primary", key=key):
+        st.switch_page(page("train"), query_params={k: encode(v) for k, v in query.items()})

@@ -81,7 +81,8 @@ def route_layout(store: RunStore, run_id: str, up_to_epoch: int | None = None) -
                 points.append(np.asarray(arrays[key], dtype=np.float32))
                 rows.append({"who": who, "epoch": epoch + 1})  # the weights after epoch+1 completed epochs
     frame = pd.DataFrame(rows)
-    xy = hellinger_pca(np.stack(points))
+    size = min(len(p) for p in points)  # every probe holds the first training samples: keep the common ones
+    xy = hellinger_pca(np.stack([p[:size] for p in points]))
     frame["x"], frame["y"] = xy[:, 0], xy[:, 1]
     metrics = store.epoch_metrics(run_id)
     anchors = set(metrics["anchor_epoch"].dropna().astype(int)) if "anchor_epoch" in metrics else set()

@@ -18,6 +18,7 @@ from torch import nn
 
 from kdlib.config import stable_hash
 from kdlib.data import DataBundle, load_data
+from kdlib.methods import METHODS
 from kdlib.models import build_model
 from kdlib.schedules import as_schedule, schedule_curve
 from kdlib.store import RunStore
@@ -193,8 +194,11 @@ def teacher_weights(store: RunStore, config) -> Path | None:
 
 
 def load_teacher(store: RunStore, run_id: str, data: DataBundle | None = None) -> nn.Module | None:
-    """The converged teacher of a run, read-only (None when the run has no teacher or it is not trained yet)."""
+    """The converged teacher of a run, read-only (None when the run has no teacher, its method uses none, or
+    it is not trained yet)."""
     config = store.config(run_id)
+    if not METHODS.get(config.method.name).needs_teacher:  # e.g. PS-KD: a teacher section is not trained
+        return None
     path = teacher_weights(store, config)
     if path is None:
         return None
@@ -273,3 +277,244 @@ def run_logits(store: RunStore, run_id: str, split: str = "test") -> tuple[np.nd
         torch.cat([y for _, y in logits]).numpy(),
         data.class_names or [str(k) for k in range(data.num_classes)],
     )
+
+
+# --- one sample of a run, and what the per-sample and method views read --------------------------
+
+# Keys worth following over epochs, in the order they are offered (those a split has).
+TRAJECTORY_KEYS = (
+    "p_true_student",
+    "p_true_teacher",
+    "p_true_anchor",
+    "prev_p_true",
+    "target_true",
+    "weight",
+    "grad_scale_true",
+    "logit_grad_ratio_true",
+    "kl",
+    "kl_anchor",
+    "p_true",
+    "confidence",
+)
+
+
+def sample_views(train_keys, test_keys) -> list[str]:
+    """The per-sample views a run's stored keys allow, by name: rescaling, weights, bias_variance, calibration."""
+    train_keys, test_keys = set(train_keys), set(test_keys)
+    views = []
+    if {"grad_scale_true", "logit_grad_ratio_true"} & train_keys and "p_true_student" in train_keys:
+        views.append("rescaling")
+    if {"weight", "p_true_student", "p_true_teacher"} <= train_keys:
+        views.append("weights")
+    if "probs" in test_keys:
+        views.append("bias_variance")
+    if "reliability" in test_keys:
+        views.append("calibration")
+    return views
+
+
+def sample_input(data: DataBundle, split: str, index: int) -> np.ndarray:
+    """The input of one sample of a split: an image [C, H, W], a signal [L] or a point [2]."""
+    part = getattr(data, split)
+    x = part.x[index] if hasattr(part, "x") else part.dataset[index][0]
+    return torch.as_tensor(x).float().cpu().numpy()
+
+
+def sample_trajectories(
+    store: RunStore, run_id: str, index: int, split: str = "train", keys: list[str] | None = None
+) -> dict[str, pd.Series]:
+    """One sample's values over the epochs, for `keys` (default: the `TRAJECTORY_KEYS` the split has)."""
+    epochs = store.per_sample_epochs(run_id)
+    if not epochs:
+        return {}
+    present = store.per_sample(run_id, epochs[-1], split)
+    keys = keys if keys is not None else [k for k in TRAJECTORY_KEYS if k in present and present[k].ndim == 1]
+    if present and index >= len(next(iter(present.values()))):
+        return {}
+    return {k: store.trajectory(run_id, k, index, split) for k in keys}
+
+
+def sample_probabilities(
+    store: RunStore, run_id: str, epoch: int, index: int, split: str = "train", data: DataBundle | None = None
+) -> dict[str, np.ndarray]:
+    """The teacher's and the student's class probabilities for one sample, where they can be had.
+
+    The student's at per-sample `epoch` (0-based): the split's stored probabilities of that epoch,
+    else its weights after that epoch (`output.route`) applied to the input. The teacher's: its
+    converged weights. A model that cannot be had is left out, so the result may be empty.
+    """
+    found = {}
+    config = store.config(run_id)
+    try:
+        data = data or load_data(config.data)
+        x = sample_input(data, split, index)[None]
+    except (FileNotFoundError, OSError, RuntimeError, ValueError, IndexError, AttributeError):
+        return found
+    stored = store.per_sample(run_id, epoch, split).get("probs")
+    if stored is not None and index < len(stored):
+        found["student"] = np.asarray(stored[index], dtype=np.float32)
+    elif epoch + 1 in route_epochs(store, run_id):
+        found["student"] = _probabilities(lambda: load_student(store, run_id, epoch + 1, data), x)
+    found["teacher"] = _probabilities(lambda: load_teacher(store, run_id, data), x)
+    return {k: found[k] for k in ("teacher", "student") if found.get(k) is not None}
+
+
+def _probabilities(load, x: np.ndarray) -> np.ndarray | None:
+    """softmax of the loaded model on one input; None when it cannot be loaded (missing, or weights of
+    another shape after an edited config)."""
+    try:
+        model = load()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return None if model is None else predict_proba(model, x)[0]
+
+
+def sibling_runs(store: RunStore, run_id: str) -> list[str]:
+    """Other runs with the same config as `run_id` but for the seed and name: seeds for bias-variance across runs."""
+
+    def recipe(config) -> dict:
+        plain = config.to_dict()
+        plain.pop("seed", None)
+        plain.get("output", {}).pop("name", None)
+        return plain
+
+    wanted = recipe(store.config(run_id))
+    siblings = []
+    for other in store.runs("student").id:
+        try:
+            if other != run_id and recipe(store.config(other)) == wanted:
+                siblings.append(other)
+        except (KeyError, ValueError):
+            continue
+    return siblings
+
+
+def regularization_flags(
+    store: RunStore, run_id: str, split: str = "test", epoch: int = -1, data: DataBundle | None = None
+) -> pd.Series | None:
+    """WSL's regularization samples of a split: the teacher is less sure of the true class than the student.
+
+    The stored `reg_sample` flag where the split has it (WSL's training split), else computed from the
+    converged teacher's and the stored student's true-class probabilities; None without a teacher.
+    """
+    epochs = store.per_sample_epochs(run_id)
+    if not epochs:
+        return None
+    arrays = store.per_sample(run_id, epochs[epoch] if epoch < 0 else epoch, split)
+    if "reg_sample" in arrays:
+        return pd.Series(np.asarray(arrays["reg_sample"], float), name="regularization sample").rename_axis("index")
+    student = arrays.get("p_true", arrays.get("p_true_student"))
+    if student is None:
+        return None
+    data = data or load_data(store.config(run_id).data)
+    try:
+        teacher = load_teacher(store, run_id, data)
+    except (OSError, RuntimeError, ValueError):  # weights of another shape (an edited teacher section)
+        teacher = None
+    if teacher is None:
+        return None
+    part = getattr(data, split)
+    probs = np.concatenate([predict_proba(teacher, b.x.numpy()) for b in part.batches(1024)])
+    labels = part.targets.cpu().numpy()
+    teacher_true = probs[np.arange(len(labels)), labels]
+    flags = (teacher_true < np.asarray(student, float)).astype(float)
+    return pd.Series(flags, name="regularization sample").rename_axis("index")
+
+
+def has_route(store: RunStore, run_id: str) -> bool:
+    """Whether the run's teacher has a route the student was placed on (`route_probe.npz`)."""
+    return (store.run_dir(run_id) / "route_probe.npz").exists()
+
+
+def search_weights(store: RunStore, run_id: str) -> pd.DataFrame:
+    """DFA's search: the `dfa.alpha.*` scalars of the search phase (epoch -1), one row per search step."""
+    frame = store.metrics(run_id)
+    frame = frame[(frame.epoch == -1) & frame.key.str.startswith("dfa.alpha.")]
+    if frame.empty:
+        return pd.DataFrame(index=pd.Index([], name="step"))
+    return frame.pivot_table(index="step", columns="key", values="value", aggfunc="last").rename_axis(columns=None)
+
+
+def head_probabilities(store: RunStore, run_id: str) -> pd.DataFrame:
+    """Auxiliary heads (LSSKD): the mean true-class probability of each `p_true_head*` key per epoch,
+    with the final classifier's (`p_true_student`) beside them."""
+    rows = {}
+    for epoch in store.per_sample_epochs(run_id):
+        arrays = store.per_sample(run_id, epoch, "train")
+        heads = sorted(k for k in arrays if k.startswith("p_true_head"))
+        if heads:
+            row = {f"head {k.removeprefix('p_true_head')}": float(np.nanmean(arrays[k].astype(float))) for k in heads}
+            if "p_true_student" in arrays:
+                row["final"] = float(np.nanmean(arrays["p_true_student"].astype(float)))
+            rows[epoch] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("epoch")
+
+
+def domain_confidence(store: RunStore, run_id: str, epoch: int) -> dict[str, dict[str, np.ndarray]]:
+    """Domain adaptation: source and target confidence per model at `epoch`; empty without `target.*` arrays.
+
+    Source: the true-class probability on the labelled source samples (`p_true_student`, `p_true_teacher`);
+    target: the top-class probability on the unlabelled target samples (`target.confidence_*`).
+    """
+    target = store.per_sample(run_id, epoch, "target")
+    if not any(k.startswith("confidence_") for k in target):
+        return {}
+    source = store.per_sample(run_id, epoch, "train")
+    pick = {
+        "source": {w: source.get(f"p_true_{w}") for w in ("student", "teacher")},
+        "target": {w: target.get(f"confidence_{w}") for w in ("student", "teacher")},
+    }
+    return {
+        side: {w: np.asarray(v, float) for w, v in models.items() if v is not None} for side, models in pick.items()
+    }
+
+
+def method_views(store: RunStore, run_id: str) -> list[str]:
+    """The method views a run's stored values allow: dfa_search, heads, domain."""
+    views = []
+    epochs = store.per_sample_epochs(run_id)
+    if not search_weights(store, run_id).empty:
+        views.append("dfa_search")
+    if epochs and any(k.startswith("p_true_head") for k in store.per_sample(run_id, epochs[-1], "train")):
+        views.append("heads")
+    if epochs and any(k.startswith("confidence_") for k in store.per_sample(run_id, epochs[-1], "target")):
+        views.append("domain")
+    return views
+
+
+# --- the closed forms behind the lessons ----------------------------------------------------------
+
+
+def pskd_rescaling(alpha_t, prev_p_true, p_true) -> np.ndarray:
+    """PS-KD's w_gt = 1 - alpha_t (1 - p~_g) / (1 - p_g): the true-class gradient as a share of plain CE's."""
+    p_true = np.asarray(p_true, dtype=np.float64)
+    return 1 - alpha_t * (1 - np.asarray(prev_p_true, dtype=np.float64)) / np.clip(1 - p_true, 1e-6, None)
+
+
+def wsl_weight(p_student, p_teacher) -> np.ndarray:
+    """WSL's w = 1 - exp(-CE_s / CE_t), from the true-class probabilities of student and teacher (T = 1)."""
+    ce_student = -np.log(np.clip(np.asarray(p_student, dtype=np.float64), 1e-12, 1))
+    ce_teacher = -np.log(np.clip(np.asarray(p_teacher, dtype=np.float64), 1e-12, 1))
+    return 1 - np.exp(-ce_student / (ce_teacher + 1e-7))
+
+
+def rescaling_summary(samples: pd.DataFrame) -> dict[str, float]:
+    """Mean gradient rescaling of the easier and the harder half of the samples, and the share pushed down (< 0)."""
+    scale = samples["grad_scale_true" if "grad_scale_true" in samples else "logit_grad_ratio_true"].astype(float)
+    p_true = samples["prev_p_true" if "prev_p_true" in samples else "p_true_student"].astype(float)
+    easy = p_true >= p_true.median()
+    return {
+        "easier half": float(scale[easy].mean()),
+        "harder half": float(scale[~easy].mean()),
+        "pushed down": float((scale < 0).mean()),
+    }
+
+
+def runs_with(store: RunStore, keys: set[str], split: str = "train") -> list[str]:
+    """Student runs (newest first) whose last recorded epoch has every one of `keys` in `split`."""
+    found = []
+    for run_id in store.runs("student").id:
+        epochs = store.per_sample_epochs(run_id)
+        if epochs and set(keys) <= set(store.per_sample(run_id, epochs[-1], split)):
+            found.append(run_id)
+    return found

@@ -434,7 +434,17 @@ def per_sample_scatter_figure(
             marker={"size": 16, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "#ef553b"}},
         )
     return fig.update_layout(
-        title=title or None, xaxis_title=labels.get(x, x), yaxis_title=labels.get(y, y), height=420
+        title=title or None,
+        xaxis_title=labels.get(x, x),
+        yaxis_title=labels.get(y, y),
+        height=420,
+        legend={
+            "orientation": "h",
+            "x": 1,
+            "xanchor": "right",
+            "y": 1.02,
+            "yanchor": "bottom",
+        },  # clear of the colour bar
     )
 
 
@@ -447,6 +457,7 @@ def rescaling_figure(samples: pd.DataFrame, selected: int | None = None) -> go.F
     scale = "grad_scale_true" if "grad_scale_true" in samples else "logit_grad_ratio_true"
     difficulty = samples["prev_p_true"] if "prev_p_true" in samples else samples["p_true_student"]
     frame = samples.assign(difficulty=1 - difficulty.astype(float))
+    when = " at the previous epoch" if "prev_p_true" in samples else ""
     fig = per_sample_scatter_figure(
         frame,
         "difficulty",
@@ -454,7 +465,7 @@ def rescaling_figure(samples: pd.DataFrame, selected: int | None = None) -> go.F
         color="p_true_student",
         selected=selected,
         labels={
-            "difficulty": "difficulty: 1 - p(true class) at the previous epoch",
+            "difficulty": f"difficulty: 1 - p(true class){when}",
             scale: "gradient on the true class / plain CE's",
             "p_true_student": "p(true) now",
         },
@@ -554,7 +565,14 @@ def top_classes_figure(
     order = np.argsort(-np.asarray(first))[:k]
     names = [class_names[i] if class_names else str(i) for i in order]
     fig = go.Figure([go.Bar(x=names, y=np.asarray(p)[order], name=label) for label, p in probs.items()])
-    return fig.update_layout(title=title, yaxis_title="probability", yaxis_range=[0, 1], barmode="group", height=300)
+    return fig.update_layout(
+        title=title,
+        xaxis_type="category",  # class names such as "3" stay labels, in the order of the first model's ranking
+        yaxis_title="probability",
+        yaxis_range=[0, 1],
+        barmode="group",
+        height=300,
+    )
 
 
 def route_map_figure(layout: pd.DataFrame, title: str = "The student on the teacher's route") -> go.Figure:
@@ -672,4 +690,210 @@ def head_accuracy_figure(epochs_by_head: pd.DataFrame, title: str = "Auxiliary h
     )
     return fig.update_layout(
         title=title, xaxis_title="epoch", yaxis_title="mean p(true class)", yaxis_range=[0, 1], height=340
+    )
+
+
+# --- one sample's input, the route over time, method views and the lessons' closed forms ---
+
+
+def sample_input_figure(
+    x: np.ndarray, points: np.ndarray | None = None, labels: np.ndarray | None = None, title: str = ""
+) -> go.Figure:
+    """One input as a person sees it: an image, a 1-D signal, or a 2-D point ringed among `points`."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim >= 2 and x.shape[-1] > 1 and x.shape[-2] > 1:
+        return sample_image_figure(x, title)
+    if x.size != 2:
+        return signal_figure(x, title)
+    fig = go.Figure()
+    if points is not None:
+        points = np.asarray(points, dtype=float)
+        colors = np.asarray(labels, dtype=int) if labels is not None else np.zeros(len(points), int)
+        fig.add_scattergl(
+            x=points[:, 0],
+            y=points[:, 1],
+            mode="markers",
+            name="training points",
+            marker={"size": 4, "color": [CLASS_COLORS[c % len(CLASS_COLORS)] for c in colors], "opacity": 0.35},
+            hoverinfo="skip",
+        )
+    fig.add_scatter(
+        x=[x[0]],
+        y=[x[1]],
+        mode="markers",
+        name="this sample",
+        marker={"size": 16, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "black"}},
+    )
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig.update_layout(title=title or None, height=300, showlegend=False, margin={"t": 40, "b": 20})
+
+
+def anchor_schedule_figure(epochs: pd.DataFrame, epoch: int | None = None) -> go.Figure:
+    """RCO: the teacher checkpoint (its epoch) the student imitates in each of its own epochs, as steps."""
+    if "anchor_epoch" not in epochs or epochs.anchor_epoch.isna().all():
+        return _empty_figure("This run follows no anchors.")
+    fig = go.Figure(
+        go.Scatter(
+            x=epochs.index,
+            y=epochs.anchor_epoch,
+            mode="lines+markers",
+            line={"shape": "hv", "color": "#ffa15a"},
+            name="anchor",
+            hovertemplate="student epoch %{x}: teacher after epoch %{y}<extra></extra>",
+        )
+    )
+    if epoch is not None:
+        fig.add_vline(x=epoch, line_dash="dot", line_color="gray")
+    return fig.update_layout(
+        title="Anchor schedule",
+        xaxis_title="student epoch",
+        yaxis_title="anchor: teacher after epoch",
+        height=300,
+        margin={"t": 50},
+    )
+
+
+def route_profile_figure(
+    epochs: pd.DataFrame, student_epochs: list[int], anchors: list[int] | None = None, selected: int | None = None
+) -> go.Figure:
+    """Per student epoch, its mean KL to each checkpoint of the teacher's route (x: the checkpoint).
+
+    A student early in training sits nearer the early checkpoints than the converged teacher (the right
+    end): those are the easier targets. `anchors` are starred on the `selected` epoch's line.
+    """
+    columns = sorted(c for c in epochs.columns if c.startswith("route_kl."))
+    if not columns or epochs.empty:
+        return _empty_figure("No route distances yet (a run whose teacher has a route records them).")
+    checkpoints = [int(c.split(".")[1]) for c in columns]
+    fig = go.Figure()
+    for epoch in [e for e in student_epochs if e in epochs.index]:
+        bold = epoch == selected
+        fig.add_scatter(
+            x=checkpoints,
+            y=epochs.loc[epoch, columns].astype(float),
+            mode="lines+markers",
+            name=f"student epoch {epoch}",
+            line={"width": 3 if bold else 1},
+            opacity=1 if bold else 0.5,
+        )
+    if anchors and selected in epochs.index:
+        kept = [a for a in anchors if f"route_kl.{a:04d}" in epochs]
+        fig.add_scatter(
+            x=kept,
+            y=[epochs.loc[selected, f"route_kl.{a:04d}"] for a in kept],
+            mode="markers",
+            name="anchors",
+            marker={"symbol": "star", "size": 16, "color": "#ffa15a", "line": {"width": 1, "color": "black"}},
+        )
+    return fig.update_layout(
+        title="How far the student is from each point of the route",
+        xaxis_title="teacher checkpoint (its epoch)",
+        yaxis_title="mean KL(teacher || student)",
+        yaxis_type="log",
+        height=380,
+        legend={"orientation": "h", "y": -0.25},
+    )
+
+
+def domain_confidence_figure(confidence: dict[str, dict[str, np.ndarray]]) -> go.Figure:
+    """Domain adaptation: histograms of each model's confidence on the source (left) and the target (right).
+
+    `confidence` is `{"source": {"student": p, "teacher": p}, "target": {...}}` (`views.domain_confidence`).
+    """
+    if not confidence:
+        return _empty_figure("No target-domain values recorded.")
+    sides = list(confidence)
+    titles = {
+        "source": "source: p(true class)",
+        "target": "target: p(top class), no labels",
+    }
+    fig = make_subplots(rows=1, cols=len(sides), subplot_titles=[titles.get(s, s) for s in sides], shared_yaxes=True)
+    colors = {"student": "#ef553b", "teacher": "#636efa"}
+    for i, side in enumerate(sides):
+        for model, values in confidence[side].items():
+            fig.add_histogram(
+                x=values,
+                xbins={"start": 0, "end": 1.0001, "size": 0.05},
+                histnorm="probability",
+                name=model,
+                legendgroup=model,
+                showlegend=i == 0,
+                marker={"color": colors.get(model)},
+                opacity=0.6,
+                row=1,
+                col=i + 1,
+            )
+        fig.update_xaxes(title_text="confidence", range=[0, 1], row=1, col=i + 1)
+    fig.update_yaxes(title_text="share of samples", row=1, col=1)
+    return fig.update_layout(barmode="overlay", height=340, title="Confidence on source and target")
+
+
+def pskd_rescaling_curve_figure(
+    p_true: np.ndarray, curves: dict[str, np.ndarray], point: tuple[float, float] | None = None
+) -> go.Figure:
+    """PS-KD's w_gt against p_g (the prediction now), one curve per setting; `point` is the sliders' sample."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(curves.items()):
+        fig.add_scatter(x=p_true, y=values, mode="lines", name=name, line={"width": 3 if i == 0 else 1.5})
+    if point is not None:
+        fig.add_scatter(
+            x=[point[0]],
+            y=[point[1]],
+            mode="markers",
+            name="the sliders' sample",
+            marker={"size": 14, "color": "black"},
+        )
+    fig.add_hline(y=1, line_dash="dot", line_color="gray", annotation_text="plain cross-entropy")
+    fig.add_hline(y=0, line_dash="dot", line_color="#ef553b", annotation_text="no gradient")
+    return fig.update_layout(
+        title="Gradient on the true class, as a share of cross-entropy's",
+        xaxis_title="p_g: the model's probability of the true class now",
+        yaxis_title="w_gt",
+        yaxis_range=[-1.5, 1.2],
+        xaxis_range=[0, 1],
+        height=380,
+        legend={"orientation": "h", "y": -0.25},
+    )
+
+
+def wsl_weight_map_figure(
+    p_student: np.ndarray, p_teacher: np.ndarray, weights: np.ndarray, point: tuple[float, float] | None = None
+) -> go.Figure:
+    """WSL's weight over the student's (x) and the teacher's (y) true-class probability.
+
+    `weights` is [len(p_teacher), len(p_student)]. Below the diagonal the teacher is less sure of the
+    true class than the student: the regularization samples, weighted below 1 - 1/e.
+    """
+    fig = go.Figure(
+        go.Heatmap(
+            x=p_student,
+            y=p_teacher,
+            z=weights,
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            colorbar={"title": "w"},
+            hovertemplate="p_s,y %{x:.2f}<br>p_t,y %{y:.2f}<br>w %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.add_scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="p_t,y = p_s,y (w = 1 - 1/e)", line={"dash": "dot", "color": "white"}
+    )
+    fig.add_annotation(x=0.75, y=0.15, text="regularization samples", showarrow=False, font={"color": "white"})
+    if point is not None:
+        fig.add_scatter(
+            x=[point[0]],
+            y=[point[1]],
+            mode="markers",
+            name="the sliders' sample",
+            marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#ef553b"}},
+        )
+    fig.update_yaxes(range=[0, 1])
+    fig.update_xaxes(range=[0, 1])
+    return fig.update_layout(
+        title="WSL's weight w = 1 - exp(-CE_student / CE_teacher)",
+        xaxis_title="p_s,y: the student's probability of the true class",
+        yaxis_title="p_t,y: the teacher's",
+        height=420,
+        showlegend=False,
     )

@@ -24,8 +24,9 @@ def test_rescaling_figure_places_samples_by_difficulty():
 
 
 def test_soft_label_weights_and_bias_variance_figures():
-    samples = pd.DataFrame({"p_true_teacher": [0.9, 0.3], "p_true_student": [0.5, 0.6], "weight": [0.8, 0.3],
-                            "reg_sample": [0.0, 1.0]})
+    samples = pd.DataFrame(
+        {"p_true_teacher": [0.9, 0.3], "p_true_student": [0.5, 0.6], "weight": [0.8, 0.3], "reg_sample": [0.0, 1.0]}
+    )
     fig = viz.soft_label_weights_figure(samples)
     assert np.allclose(fig.data[0].x, [0.4, -0.3])
     frame = pd.DataFrame({"bias": [0.5, 0.1], "variance": [0.02, 0.3], "loss": [0.52, 0.4]})
@@ -34,8 +35,16 @@ def test_soft_label_weights_and_bias_variance_figures():
 
 
 def test_route_figures():
-    layout = pd.DataFrame({"who": ["teacher", "teacher", "student"], "epoch": [1, 2, 1], "x": [0, 1, 0.5],
-                           "y": [0, 0, 1], "anchor": [False, True, False], "current": [False, True, False]})
+    layout = pd.DataFrame(
+        {
+            "who": ["teacher", "teacher", "student"],
+            "epoch": [1, 2, 1],
+            "x": [0, 1, 0.5],
+            "y": [0, 0, 1],
+            "anchor": [False, True, False],
+            "current": [False, True, False],
+        }
+    )
     fig = viz.route_map_figure(layout)
     assert {t.name for t in fig.data} == {"teacher", "student", "anchors", "current anchor"}
     epochs = pd.DataFrame({"route_kl.0001": [0.5, 0.2], "route_kl.0002": [0.9, 0.4], "anchor_epoch": [1, 2]})
@@ -56,3 +65,41 @@ def test_search_weights_and_head_figures():
     assert len(viz.search_weights_figure(search).data) == 2
     heads = pd.DataFrame({"head 1": [0.3, 0.5], "final": [0.4, 0.8]})
     assert len(viz.head_accuracy_figure(heads).data) == 2
+
+
+def test_sample_input_figure_draws_images_signals_and_points():
+    assert viz.sample_input_figure(np.random.rand(1, 8, 8)).data[0].type == "heatmap"
+    assert viz.sample_input_figure(np.random.rand(3, 8, 8)).data[0].type == "image"
+    assert len(viz.sample_input_figure(np.random.rand(1, 40)).data[0].y) == 40
+    fig = viz.sample_input_figure(np.array([0.5, -1.0]), np.random.rand(20, 2), np.arange(20) % 2)
+    assert len(fig.data[0].x) == 20 and list(fig.data[1].x) == [0.5] and fig.data[1].name == "this sample"
+
+
+def test_anchor_schedule_and_route_profile_figures():
+    epochs = pd.DataFrame(
+        {"route_kl.0001": [0.2, 0.4], "route_kl.0002": [0.6, 0.3], "anchor_epoch": [1.0, 2.0]}, index=[0, 1]
+    )
+    fig = viz.anchor_schedule_figure(epochs, epoch=1)
+    assert list(fig.data[0].y) == [1.0, 2.0] and fig.data[0].line.shape == "hv"
+    assert "no anchors" in viz.anchor_schedule_figure(epochs.drop(columns="anchor_epoch")).layout.annotations[0].text
+    fig = viz.route_profile_figure(epochs, [0, 1], anchors=[1, 2], selected=1)
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[0].y) == [0.2, 0.6]
+    assert fig.data[1].line.width == 3 and list(fig.data[2].y) == [0.4, 0.3]  # anchors on the selected epoch
+    assert "No route distances" in viz.route_profile_figure(pd.DataFrame(), [0]).layout.annotations[0].text
+
+
+def test_domain_confidence_and_lesson_figures():
+    confidence = {"source": {"student": np.array([0.9, 0.8])}, "target": {"student": np.array([0.5, 0.6])}}
+    fig = viz.domain_confidence_figure(confidence)
+    assert [t.type for t in fig.data] == ["histogram", "histogram"] and list(fig.data[1].x) == [0.5, 0.6]
+    assert viz.domain_confidence_figure({}).layout.annotations
+    grid = np.linspace(0, 0.9, 10)
+    fig = viz.pskd_rescaling_curve_figure(grid, {"a": 1 - grid}, point=(0.5, 0.5))
+    assert list(fig.data[-1].x) == [0.5] and len(fig.data) == 2
+    fig = viz.wsl_weight_map_figure(grid, grid, np.zeros((10, 10)), point=(0.3, 0.2))
+    assert fig.data[0].z.shape == (10, 10) and list(fig.data[-1].y) == [0.2]
+
+
+def test_top_classes_keep_class_names_as_labels():
+    fig = viz.top_classes_figure({"student": np.array([0.1, 0.2, 0.7])}, ["0", "1", "2"])
+    assert list(fig.data[0].x) == ["2", "1", "0"] and fig.layout.xaxis.type == "category"

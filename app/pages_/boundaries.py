@@ -6,10 +6,9 @@ import numpy as np
 import streamlit as st
 import yaml
 
-from app.common import link, pick_run
+from app.common import dataset, link, pick_run
 from app.common import store as open_store
 from kdlib import viz
-from kdlib.data import DATASETS, load_data
 from kdlib.views import (
     coefficient_at,
     grid_probabilities,
@@ -26,11 +25,6 @@ COLORS = {"soft": "the teacher's soft label", "label": "the training label"}
 @st.cache_data(show_spinner=False)
 def data_name(home: str, run_id: str, config_text: str) -> str:
     return (yaml.safe_load(config_text) or {}).get("data", {}).get("name", "")
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def dataset(name: str, params_json: str):
-    return load_data(DATASETS.get(name).Params.model_validate_json(params_json))
 
 
 def point_values(teacher, points: np.ndarray, labels: np.ndarray, temperature: float) -> np.ndarray:

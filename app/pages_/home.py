@@ -17,7 +17,8 @@ st.title("KD Explorer")
 st.markdown(
     "Knowledge distillation trains a small **student** on the softened predictions of a larger **teacher**. "
     "Here you start distillation runs in the background, watch them learn live, compare their hyperparameters "
-    "and results, and look inside: what the student predicts over the plane, epoch by epoch. Short lessons "
+    "and results, and look inside: what happens to each sample, where the student sits on its teacher's route, "
+    "what it predicts over the plane, epoch by epoch. Short lessons "
     "show the ideas on real numbers. Runs started from the command line (`python -m kdlib run`) or a notebook "
     "land in the same store and appear here too."
 )
@@ -29,10 +30,16 @@ with cols[0]:
     link("runs", "Runs & compare: overlay, rank, export")
 with cols[1]:
     st.markdown("**Look inside**")
-    link("boundaries", "Decision boundaries (2-D data)")
+    link("inspect", "Inspect samples")
+    link("route", "Teacher route")
+    link("boundaries", "Decision boundaries (2-D)")
+    link("methods", "Method views (DFA, LSSKD, UDA)")
 with cols[2]:
     st.markdown("**Learn**")
     link("temperature", "Temperature and dark knowledge")
+    link("lesson_route", "Why a route eases the teacher (RCO)")
+    link("lesson_pskd", "Progressive self-targets (PS-KD)")
+    link("lesson_wsl", "Soft labels: bias and variance (WSL)")
 
 if st.button(
     "Start the default run",
@@ -63,10 +70,14 @@ st.dataframe(
 )
 
 run_id = pick_run(runs, "Open a run", key="home-run")
-cols = st.columns(3)
+cols = st.columns(5)
 with cols[0]:
-    link("train", "Watch it in Train", run=run_id)
+    link("train", "Watch in Train", run=run_id)
 with cols[1]:
-    link("runs", "Its curves in Runs & compare", runs=run_id, run=run_id)
+    link("runs", "Compare", runs=run_id, run=run_id)
 with cols[2]:
-    link("boundaries", "Its decision boundaries", run=run_id)
+    link("inspect", "Its samples", run=run_id)
+with cols[3]:
+    link("route", "Its route", run=run_id)
+with cols[4]:
+    link("boundaries", "Boundaries", run=run_id)

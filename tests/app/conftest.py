@@ -63,3 +63,23 @@ def trained(trained_home, monkeypatch):
     home, run_id = trained_home
     monkeypatch.setenv("KDLIB_HOME", str(home))
     return RunStore(home), run_id
+
+
+@pytest.fixture(scope="session")
+def methods_home(tmp_path_factory):
+    """A store with finished tiny PS-KD, WSL and RCO runs on toy2d that kept their weights per epoch."""
+    store = RunStore(tmp_path_factory.mktemp("methods-home"))
+    runs = {}
+    for method in ("pskd", "wsl", "rco"):
+        config = tiny_config(method={"name": method}, output={"route": {"every": 1}})
+        runs[method] = store.create_run(validate_config(config))
+        assert execute(runs[method], store) == "done"
+    return store.home, runs
+
+
+@pytest.fixture
+def methods(methods_home, monkeypatch):
+    """Point the app at the store of PS-KD, WSL and RCO runs (read only); returns it and the run ids by method."""
+    home, runs = methods_home
+    monkeypatch.setenv("KDLIB_HOME", str(home))
+    return RunStore(home), runs

@@ -10,7 +10,18 @@ from kdlib.runner import RunHandle, execute
 from kdlib.store import RunStore
 from tests.app.conftest import open_page
 
-PAGES = {"train", "runs", "boundaries", "temperature"}
+PAGES = {
+    "train",
+    "runs",
+    "inspect",
+    "route",
+    "boundaries",
+    "methods",
+    "temperature",
+    "lesson_route",
+    "lesson_pskd",
+    "lesson_wsl",
+}
 
 
 def test_an_empty_store_shows_how_to_start_and_links_every_page():
@@ -28,7 +39,7 @@ def test_a_finished_run_is_listed_with_links_to_its_views(tiny):
     assert run_id in app.dataframe[0].value.id.tolist()
     assert app.selectbox[0].value == run_id and app.query_params["run"] in (run_id, [run_id])
     links = [link.proto for link in app.get("page_link") if link.proto.query_string]
-    assert {link.page for link in links} == {"train", "runs", "boundaries"}
+    assert {link.page for link in links} == {"train", "runs", "inspect", "route", "boundaries"}
     assert all(f"run={run_id}" in link.query_string for link in links)
 
 

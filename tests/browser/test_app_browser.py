@@ -1,8 +1,8 @@
 """The app in a real browser: `streamlit run`, headless Debian chromium, Playwright's sync API.
 
 Launches a toy2d run from Train, waits until the live chart has points, then opens Runs & compare,
-Decision boundaries, the temperature lesson and Home; no page may show an exception box. The
-screenshots are saved in the test's temporary folder.
+Decision boundaries, the lessons, Home, Inspect (clicking a point picks its sample) and Teacher
+route; no page may show an exception box. The screenshots are saved in the test's temporary folder.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ ARGS = [
     "--disable-sync",
 ]
 LIVE_TRACES = ("train loss (steps)", "train loss (epoch mean)", "test accuracy")
+
+# Where the most difficult sample of the first chart is drawn (page pixels), and its index.
+HARDEST_POINT = """() => { const gd = document.querySelectorAll('.js-plotly-plot')[0], t = gd._fullData[0];
+    const xs = Array.from(t.x), i = xs.indexOf(Math.max(...xs)), r = gd.getBoundingClientRect();
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+    return [r.left + xa._offset + xa.l2p(t.x[i]), r.top + ya._offset + ya.l2p(t.y[i]), Array.from(t.customdata)[i]]; }"""
 
 # The longest array of the live chart's traces (the curves of the run, or of its teacher while it trains).
 LIVE_POINTS = """names => Math.max(0, ...Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
@@ -135,12 +141,24 @@ def test_launch_watch_and_inspect_a_run_in_a_browser(server, tmp_path):
         page.wait_for_function("() => document.body.innerText.includes('done · epoch 10/10')", timeout=30_000)
         no_exception(page, "train-done", shots)
 
-        for name in ("runs", "boundaries", "temperature", ""):
+        for name in ("runs", "boundaries", "temperature", "lesson_route", "lesson_pskd", "lesson_wsl", ""):
             open_and_settle(page, f"{url}/{name}")
             no_exception(page, name or "home", shots)
         open_and_settle(page, f"{url}/boundaries?run={run_id}&epoch=1&color=label")
         assert page.locator(".js-plotly-plot").count() == 2  # student and teacher
         no_exception(page, "boundaries-epoch-1", shots)
+
+        open_and_settle(page, f"{url}/inspect?run={run_id}")
+        no_exception(page, "inspect", shots)
+        x, y, hardest = page.evaluate(HARDEST_POINT)
+        page.mouse.click(x, y)  # picks that sample
+        page.wait_for_function(f"() => document.body.innerText.includes('Sample {hardest} of the train split')")
+        no_exception(page, "inspect-clicked", shots)
+        open_and_settle(page, f"{url}/inspect?run={run_id}&view=calibration&sample=3")
+        no_exception(page, "inspect-calibration", shots)
+        open_and_settle(page, f"{url}/route?run={run_id}")
+        assert page.locator(".js-plotly-plot").count() == 2  # the map and the distances
+        no_exception(page, "route", shots)
         browser.close()
     print(f"first live points {first_points:.1f} s after the click; screenshots in {shots}")
-    assert len(list(shots.glob("*.png"))) == 8
+    assert len(list(shots.glob("*.png"))) == 15

@@ -1,0 +1,77 @@
+"""Learn: soft labels' bias-variance trade-off and WSL's per-sample weights, on the closed form and a real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app.common import float_param, link, run_label, train_button
+from app.common import store as open_store
+from kdlib import viz
+from kdlib.views import LoadedRun, runs_with, wsl_weight
+
+store = open_store()
+st.title("Soft labels: bias and variance (WSL)")
+st.markdown(
+    "A teacher's soft labels lower the **variance** of what the student learns: they say how alike the classes "
+    "are, so the student's predictions vary less from one training run to the next. But where the teacher is "
+    "less sure of the true class than the student already is, following it adds **bias**: the soft label pulls "
+    "the student away from the right answer. Zhou et al. (ICLR 2021) call these **regularization samples**. "
+    "Dropping them hurts; instead WSL weighs each sample's soft label by\n\n"
+    "$$w = 1 - \\exp\\left(-\\frac{CE_s}{CE_t}\\right), \\qquad CE = -\\log p_y,$$\n\n"
+    "from the student's and the teacher's cross-entropy on the label: small where the student already beats "
+    "the teacher ($p_{s,y} > p_{t,y}$, below $1 - 1/e$), near 1 where the teacher knows much better."
+)
+
+cols = st.columns(2)
+p_student = cols[0].slider(
+    "p_s,y: the student's p(true)", 0.01, 0.99, float_param("ps", 0.8, 0.01, 0.99), 0.01, key="wsl-ps"
+)
+p_teacher = cols[1].slider(
+    "p_t,y: the teacher's p(true)", 0.01, 0.99, float_param("pt", 0.6, 0.01, 0.99), 0.01, key="wsl-pt"
+)
+st.query_params.update(ps=f"{p_student:g}", pt=f"{p_teacher:g}")
+
+grid = np.linspace(0.01, 0.99, 99)
+weights = wsl_weight(grid[None, :], grid[:, None])
+weight = float(wsl_weight(p_student, p_teacher))
+left, right = st.columns([3, 1])
+with left:
+    st.plotly_chart(viz.wsl_weight_map_figure(grid, grid, weights, (p_student, p_teacher)), key="wsl-map")
+with right:
+    st.metric("weight w", f"{weight:.3f}")
+    st.metric("regularization sample", "yes" if p_teacher < p_student else "no")
+    st.caption("Each point of the map is one sample; the ring is the sliders'. Move the teacher below the student.")
+
+st.subheader("On a real run")
+runs = store.runs("student")
+found = runs_with(store, {"weight", "p_true_student", "p_true_teacher"})
+if not found:
+    st.info("No WSL run in the store yet: the button below opens Train with one.")
+else:
+    run_id = st.selectbox("WSL run", found, format_func=lambda i: run_label(runs, i), key="wsl-run")
+    run = LoadedRun(run_id, store)
+    epoch = st.select_slider("epoch", run.epochs, value=run.epochs[-1], key=f"wsl-epoch-{run_id}")
+    samples = run.samples(epoch)
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(viz.soft_label_weights_figure(samples), key="wsl-real")
+    with right:
+        metrics = run.metrics
+        if "train.reg_fraction" in metrics:
+            figure = viz.scalars_figure(metrics, ["train.reg_fraction"], title="share of regularization samples")
+            st.plotly_chart(figure, key="wsl-fraction")
+        regularizing = samples.p_true_teacher < samples.p_true_student
+        st.caption(
+            f"At epoch {epoch}, {regularizing.mean():.1%} of the training samples are regularization samples; "
+            f"their mean weight is {samples.weight[regularizing].mean():.3f}, the others' "
+            f"{samples.weight[~regularizing].mean():.3f}."
+        )
+    link("inspect", "Their bias and variance in Inspect", run=run_id, view="bias_variance")
+
+st.divider()
+st.markdown(
+    "**Try it on real training.** The button opens Train with WSL on mnist1d. Start it, then the same with `kd` "
+    "as the method, and compare them in Runs & compare; in Inspect, compute each run's bias and variance."
+)
+train_button("Train with WSL", {"data": "mnist1d", "method": "wsl"}, "wsl-train")
