@@ -59,35 +59,34 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
     was_training = model.training
     model.eval()
     outputs = []
-    for batch in split.batches(max(batch_size, 512)):
+    for batch in split.batches(max(batch_size, 4096)):
         with autocast():
             outputs.append(model(batch.x.to(device, non_blocking=True)).float())
     model.train(was_training)
     return torch.cat(outputs)
 
 
-def evaluate(logits: Tensor, labels: Tensor, ece_bins: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Accuracy, NLL and ECE of a split, and per sample its true-class probability, prediction and confidence.
+def evaluate(logits: Tensor, labels: Tensor, ece_bins: int, with_probs: bool = False
+             ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Accuracy, NLL and ECE of a split; per sample its true-class probability, prediction and
+    confidence, the reliability table [bins, 3] and, if asked, the full probabilities.
 
-    Computed on the logits' device with one host transfer for the scalars and one for the arrays.
+    Computed on the logits' device from one log-softmax, with one host transfer per result.
     """
     labels = labels.to(logits.device)
     log_probs = F.log_softmax(logits.float(), dim=1)
     log_confidence, predicted = log_probs.max(1)
     confidence, correct = log_confidence.exp(), predicted == labels
     log_p_true = log_probs.gather(1, labels[:, None]).squeeze(1)
-    ece = _ece(confidence, correct, ece_bins)
+    sums = calibration_sums(confidence, correct, ece_bins)
+    ece = (sums[2] - sums[1]).abs().sum() / max(len(confidence), 1)
     acc, nll, ece = torch.stack([correct.float().mean(), -log_p_true.mean(), ece]).tolist()
     p_true, predicted_f, confidence = torch.stack([log_p_true.exp(), predicted.float(), confidence]).cpu().numpy()
-    arrays = {"p_true": p_true, "predicted": predicted_f.astype(np.int64), "confidence": confidence}
+    arrays = {"p_true": p_true, "predicted": predicted_f.astype(np.int64), "confidence": confidence,
+              "reliability": torch.stack([t.float() for t in sums], 1).cpu().numpy()}
+    if with_probs:
+        arrays["probs"] = log_probs.exp().cpu().numpy()
     return {"acc": acc, "nll": nll, "ece": ece}, arrays
-
-
-def reliability_table(logits: Tensor, labels: Tensor, num_bins: int) -> np.ndarray:
-    """[num_bins, 3]: per bin the sample count, summed confidence and summed correctness."""
-    confidence, predicted = F.softmax(logits.float(), dim=1).max(1)
-    sums = calibration_sums(confidence, predicted == labels.to(logits.device), num_bins)
-    return torch.stack([t.float() for t in sums], 1).cpu().numpy()
 
 
 def route_kl(student_probs: Tensor, checkpoint_probs: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from kdlib.data import DataBundle, load_data
 from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
-from kdlib.probes import RouteProbe, evaluate, first_samples, logit_gradient_stats, predict, reliability_table
+from kdlib.probes import RouteProbe, evaluate, first_samples, logit_gradient_stats, predict
 
 
 class StopRequested(Exception):
@@ -333,13 +333,10 @@ def _epoch_summary(config, data, student, distiller, per_step, per_sample, autoc
     for split_name in config.probes.eval_splits:
         split = getattr(data, split_name)
         logits = predict(student, split, config.batch_size, device, autocast)
-        split_scalars, split_arrays = evaluate(logits, split.targets, config.probes.ece_bins)
+        split_scalars, split_arrays = evaluate(logits, split.targets, config.probes.ece_bins, bool(with_probs))
         scalars |= {f"{split_name}.{k}": v for k, v in split_scalars.items()}
         if config.probes.per_sample and split_name != "train":
             split_arrays["label"] = split.targets.cpu().numpy()
-            split_arrays["reliability"] = reliability_table(logits, split.targets, config.probes.ece_bins)
-            if with_probs:
-                split_arrays["probs"] = torch.softmax(logits, dim=1).cpu().numpy()
             arrays |= {f"{split_name}.{k}": v for k, v in split_arrays.items()}
     arrays |= arrays_from_method
     if route_probe is not None:
