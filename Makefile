@@ -25,7 +25,7 @@ unit: setup
 	$(PY) -m pytest -m "not slow"
 
 lab: setup
-	$(PY) -m jupyter lab notebooks/ --ip localhost
+	$(PY) -m jupyter lab notebooks/ --ip localhost $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: setup
 	$(PY) bench/overhead.py
