@@ -14,10 +14,10 @@ import typing
 from typing import Any, Literal
 
 import streamlit as st
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from kdlib.config import parse_yaml_text, yaml_text
 from kdlib.schedules import Schedule, schedule_curve
 
 KINDS = ["constant", "linear", "cosine", "step", "list"]
@@ -73,21 +73,6 @@ def _step(value: float) -> float:
     return float(10 ** (math.floor(math.log10(abs(value))) - 1)) if value else 0.1
 
 
-def _as_text(value: Any) -> str:
-    return "" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def _parse_text(text: str) -> Any:
-    """A typed-in value read as YAML; a comma list without brackets is read as a list."""
-    text = text.strip()
-    if "," in text and not text.startswith(("[", "{")):
-        text = f"[{text}]"
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text  # validation then names the field
-
-
 def field_widget(label: str, info: FieldInfo, value: Any, key: str) -> Any:
     """One widget for one field, starting at `value`; returns what the user set, as plain data."""
     annotation, optional = _unwrap_optional(info.annotation)
@@ -123,8 +108,8 @@ def field_widget(label: str, info: FieldInfo, value: Any, key: str) -> Any:
         value = TypeAdapter(info.annotation).dump_python(value, mode="json")
     except (ValidationError, TypeError, ValueError):
         pass
-    text = st.text_input(label, value=_as_text(value), key=key, help=f"{help_text or ''} ({_yaml_hint(annotation)})")
-    return None if optional and not text.strip() else _parse_text(text)
+    text = st.text_input(label, value=yaml_text(value), key=key, help=f"{help_text or ''} ({_yaml_hint(annotation)})")
+    return None if optional and not text.strip() else parse_yaml_text(text)
 
 
 def _yaml_hint(annotation: Any) -> str:
@@ -200,7 +185,7 @@ def _points_text(points: list) -> str:
 
 
 def _points(text: str) -> Any:
-    parsed = _parse_text(f"{{{text}}}" if text.strip() and not text.strip().startswith(("[", "{")) else text)
+    parsed = parse_yaml_text(f"{{{text}}}" if text.strip() and not text.strip().startswith(("[", "{")) else text)
     return [[e, v] for e, v in parsed.items()] if isinstance(parsed, dict) else parsed
 
 
@@ -237,7 +222,7 @@ def schedule_editor(label: str, info: FieldInfo, value: Any, key: str, epochs: i
     elif kind == "step":
         milestones = cols[3].text_input(
             "milestones",
-            value=_as_text(same.get("milestones", [max(epochs // 2, 1)])),
+            value=yaml_text(same.get("milestones", [max(epochs // 2, 1)])),
             key=f"{k}.m",
             help="epochs at which the value is multiplied by gamma, e.g. 10, 20",
         )
@@ -245,7 +230,7 @@ def schedule_editor(label: str, info: FieldInfo, value: Any, key: str, epochs: i
             "kind": "step",
             "start": cols[1].number_input("start", value=float(same.get("start", first)), format="%g", key=f"{k}.s"),
             "gamma": cols[2].number_input("gamma", value=float(same.get("gamma", 0.5)), format="%g", key=f"{k}.g"),
-            "milestones": _parse_text(milestones),
+            "milestones": parse_yaml_text(milestones),
         }
     else:
         text = cols[1].text_input(

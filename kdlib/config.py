@@ -179,8 +179,10 @@ class RunConfig(TrainingSection):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA, then MPS, then CPU")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
     probes: ProbesSection = Field(default_factory=ProbesSection, description="see `probes` below")
-    output: OutputSection = Field(default_factory=OutputSection, description="`name`: the run's name; `route`: "
-                                  "keep this run's weights at chosen epochs (see `route` below)")
+    output: OutputSection = Field(
+        default_factory=OutputSection,
+        description="`name`: the run's name; `route`: keep this run's weights at chosen epochs (see `route` below)",
+    )
 
     @model_validator(mode="after")
     def _teacher_when_needed(self) -> RunConfig:
@@ -323,3 +325,20 @@ def config_from(value: RunConfig | dict | str | Path, overrides: list[str] = ())
     if isinstance(value, dict):
         return validate_config(apply_overrides(json.loads(json.dumps(value)), list(overrides)))
     return load_config(value, overrides)
+
+
+def yaml_text(value: Any) -> str:
+    """A value as one line of YAML, for a text field in a form ("" for None)."""
+    return "" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def parse_yaml_text(text: str) -> Any:
+    """A value typed into a form, read as YAML; `10, 20` reads as a list. Unreadable text is returned
+    as it is, so that validation names the field."""
+    text = text.strip()
+    if "," in text and not text.startswith(("[", "{")):
+        text = f"[{text}]"
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

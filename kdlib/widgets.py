@@ -27,11 +27,10 @@ import ipywidgets as W
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kdlib import viz
-from kdlib.config import ConfigError, config_from
+from kdlib.config import ConfigError, config_from, parse_yaml_text, yaml_text
 from kdlib.methods import METHODS
 from kdlib.runner import RunHandle, launch
 from kdlib.schedules import Schedule, schedule_curve
@@ -128,21 +127,6 @@ def is_schedulable(info) -> bool:
     return bool((info.json_schema_extra or {}).get("schedulable"))
 
 
-def _yaml(value: Any) -> str:
-    return "" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def _parse(text: str) -> Any:
-    """Typed-in YAML; `10, 20` reads as a list. Unreadable text is passed on for validation to name."""
-    text = text.strip()
-    if "," in text and not text.startswith(("[", "{")):
-        text = f"[{text}]"
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def field_widget(params: type[BaseModel], name: str) -> W.Widget:
     """A widget for a plain (not schedulable) field, by its type; its description is the tooltip."""
     info = params.model_fields[name]
@@ -159,11 +143,11 @@ def field_widget(params: type[BaseModel], name: str) -> W.Widget:
         return W.IntText(value=default, **common)
     if isinstance(default, BaseModel):  # a nested section (RCO's anchors): its plain data as YAML
         default = default.model_dump(mode="json")
-    return W.Text(value=_yaml(default), placeholder="YAML", **common)
+    return W.Text(value=yaml_text(default), placeholder="YAML", **common)
 
 
 def widget_value(widget: W.Widget) -> Any:
-    return _parse(widget.value) if isinstance(widget, W.Text) else widget.value
+    return parse_yaml_text(widget.value) if isinstance(widget, W.Text) else widget.value
 
 
 # --- schedule editor -----------------------------------------------------------------------------------
@@ -228,16 +212,16 @@ class ScheduleEditor(W.VBox):
                 "start": self.start.value,
                 "end": self.end.value,
                 "start_epoch": self.start_epoch.value,
-                "end_epoch": _parse(end) if end else None,
+                "end_epoch": parse_yaml_text(end) if end else None,
             }
         if kind == "step":
             return {
                 "kind": "step",
                 "start": self.start.value,
                 "gamma": self.gamma.value,
-                "milestones": _parse(self.milestones.value),
+                "milestones": parse_yaml_text(self.milestones.value),
             }
-        points = _parse(f"{{{self.points.value}}}")
+        points = parse_yaml_text(f"{{{self.points.value}}}")
         return {"kind": "list", "points": [[e, v] for e, v in points.items()] if isinstance(points, dict) else points}
 
     @value.setter
@@ -257,7 +241,7 @@ class ScheduleEditor(W.VBox):
             self.start_epoch.value = int(value.get("start_epoch", 0))
             self.end_epoch.value = "" if value.get("end_epoch") is None else str(value["end_epoch"])
             self.gamma.value = float(value.get("gamma", 0.5))
-            self.milestones.value = _yaml(value.get("milestones", [max(self.epochs // 2, 1)])).strip("[]")
+            self.milestones.value = yaml_text(value.get("milestones", [max(self.epochs // 2, 1)])).strip("[]")
             if value.get("points"):
                 self.points.value = ", ".join(f"{int(e)}: {float(v):g}" for e, v in value["points"])
             self.kind.value = value["kind"]

@@ -45,3 +45,23 @@ def tiny_config(**changes) -> dict:
 @pytest.fixture
 def tiny():
     return lambda **changes: validate_config(tiny_config(**changes))
+
+
+class StopAfter:
+    """A sink that asks a run to stop once one of its epochs has ended (for resume tests).
+
+    It hears the teacher's training too when the run trains its teacher: train the teacher first
+    (a run of the same config) when the student itself must be stopped.
+    """
+
+    def __init__(self, store, run_id: str, epoch: int = 0) -> None:
+        self.store, self.run_id, self.epoch = store, run_id, epoch
+
+    def emit(self, event) -> None:
+        from kdlib.events import EpochEnded
+
+        if isinstance(event, EpochEnded) and event.epoch == self.epoch:
+            self.store.request(self.run_id, "stop")
+
+    def close(self) -> None:
+        pass

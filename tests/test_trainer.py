@@ -8,20 +8,7 @@ import pytest
 from kdlib.events import EpochEnded, MemorySink, RunStarted
 from kdlib.runner import execute
 from kdlib.store import RunStore
-
-
-class StopAfter:
-    """A sink that asks the run to stop once an epoch has ended."""
-
-    def __init__(self, store: RunStore, run_id: str, epoch: int) -> None:
-        self.store, self.run_id, self.epoch = store, run_id, epoch
-
-    def emit(self, event) -> None:
-        if isinstance(event, EpochEnded) and event.epoch == self.epoch:
-            self.store.request(self.run_id, "stop")
-
-    def close(self) -> None:
-        pass
+from tests.conftest import StopAfter
 
 
 def test_a_stopped_run_resumes_at_the_next_epoch_with_continuous_metrics(tiny):

@@ -27,7 +27,7 @@ from kdlib.methods.dfa import (
 from kdlib.models import MODELS, FeatureTaps, build_model
 from kdlib.runner import execute
 from kdlib.store import RunStore
-from tests.test_trainer import StopAfter
+from tests.conftest import StopAfter
 
 
 def model(section: dict, input_shape: tuple[int, ...], num_classes: int = 3) -> nn.Module:

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from kdlib.data.base import Batch, TensorSplit
-from kdlib.events import EpochEnded
 from kdlib.methods.base import MethodContext
 from kdlib.methods.lsskd import (
     LSSKD,
@@ -28,6 +27,7 @@ from kdlib.models import FeatureTaps, build_model
 from kdlib.models.simple import CNN1DParams, CNN2DParams, MLPParams
 from kdlib.runner import execute
 from kdlib.store import RunStore
+from tests.conftest import StopAfter
 
 
 def make_distiller(model_params, sample_shape, num_classes=3, n=12, **params) -> tuple[LSSKD, Batch]:
@@ -194,23 +194,11 @@ def test_the_saved_student_is_the_plain_architecture(tiny):
     assert np.isfinite(store.epoch_metrics(run_id)["train.rot_acc_head2"]).all()
 
 
-class StopAfterFirstEpoch:
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
-
-    def emit(self, event) -> None:
-        if isinstance(event, EpochEnded) and event.epoch == 0:
-            self.store.request(self.run_id, "stop")
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_resumed_run_gets_its_heads_back(tiny):
     store = RunStore()
     config = tiny(method={"name": "lsskd"}, student={"name": "mlp", "hidden": [16, 16]}, teacher=None)
     run_id = store.create_run(config)
-    assert execute(run_id, store, [StopAfterFirstEpoch(store, run_id)]) == "stopped"
+    assert execute(run_id, store, [StopAfter(store, run_id, 0)]) == "stopped"
     assert execute(run_id, store) == "done"
     straight = store.create_run(config)
     execute(straight, store)

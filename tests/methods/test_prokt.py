@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlib.data.base import Batch, TensorSplit
-from kdlib.events import EpochEnded
 from kdlib.methods.base import MethodContext, TeacherRoute
 from kdlib.methods.prokt import Params, ProKT, ideal_local_target, teacher_loss_per_sample
 from kdlib.runner import execute
 from kdlib.store import RunStore
+from tests.conftest import StopAfter
 
 
 def make_distiller(seed=0, same_start=False, train=None, **params) -> tuple[ProKT, Batch]:
@@ -175,25 +175,13 @@ def test_prokt_through_the_trainer(tiny):
     assert probes[2]["probs"].shape[1] == 2  # the trainer's own route probe (test samples) is still there
 
 
-class StopAfterFirstEpoch:
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
-
-    def emit(self, event) -> None:
-        if isinstance(event, EpochEnded) and event.epoch == 0:
-            self.store.request(self.run_id, "stop")
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tiny):
     """The checkpoint carries the moving teacher and its optimizer (Adam's moments) through a stop."""
     store, config = RunStore(), tiny(method={"name": "prokt", "teacher_lr": 0.01})
     straight = store.create_run(config)
     execute(straight, store)  # first, so that the teacher artifact exists and the stop reaches the student
     run_id = store.create_run(config)
-    assert execute(run_id, store, [StopAfterFirstEpoch(store, run_id)]) == "stopped"
+    assert execute(run_id, store, [StopAfter(store, run_id, 0)]) == "stopped"
     assert len(store.epoch_metrics(run_id)) == 1
     assert execute(run_id, store) == "done"
     resumed, plain = store.epoch_metrics(run_id), store.epoch_metrics(straight)

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlib.data.base import Batch, TensorSplit
-from kdlib.events import EpochEnded
 from kdlib.methods.base import MethodContext
 from kdlib.methods.pskd import (
     PSKD,
@@ -25,6 +24,7 @@ from kdlib.methods.pskd import (
 )
 from kdlib.runner import execute
 from kdlib.store import RunStore
+from tests.conftest import StopAfter
 
 # METHODS.md section 4, test (1)
 LOGITS, PREV, LABEL, ALPHA = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([0]), 0.4
@@ -176,24 +176,10 @@ PSKD_KEYS = (
 )
 
 
-class StopAfterFirstEpoch:
-    """A sink that asks the run to stop once epoch 0 has ended."""
-
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
-
-    def emit(self, event) -> None:
-        if isinstance(event, EpochEnded) and event.epoch == 0:
-            self.store.request(self.run_id, "stop")
-
-    def close(self) -> None:
-        pass
-
-
 def test_pskd_trains_through_the_trainer_and_resumes_with_its_buffer(tiny):
     store, config = RunStore(), tiny(method={"name": "pskd"}, teacher=None)
     run_id = store.create_run(config)
-    assert execute(run_id, store, [StopAfterFirstEpoch(store, run_id)]) == "stopped"
+    assert execute(run_id, store, [StopAfter(store, run_id, 0)]) == "stopped"
     assert execute(run_id, store) == "done"
     arrays = store.per_sample(run_id, 2)
     for key in PSKD_KEYS:
