@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlib.data.base import Batch
-from kdlib.methods.base import METHODS, Distiller, StepOutput, true_class_prob
+from kdlib.methods.base import METHODS, Distiller, StepOutput
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
 
@@ -32,10 +33,14 @@ class Params(Spec):
 
 def kd_loss_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) per sample, in float32 whatever the autocast dtype."""
+    return _kl_per_sample(student_logits, F.log_softmax(teacher_logits.float() / temperature, dim=1), temperature) * (
+        temperature**2
+    )
+
+
+def _kl_per_sample(student_logits: Tensor, log_p_teacher: Tensor, temperature: float) -> Tensor:
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1)
-    return kl * temperature**2
+    return F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(1)
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -47,19 +52,21 @@ def kd_step_output(
     batch: Batch, student_logits: Tensor, teacher_logits: Tensor, temperature: float, w_ce: float, w_kd: float
 ) -> StepOutput:
     """The Hinton KD loss and its per-sample values; RCO and ProKT use it with other targets."""
+    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
+    kl = _kl_per_sample(student_logits, log_p_teacher, temperature)
     ce = F.cross_entropy(student_logits.float(), batch.y, reduction="none")
-    soft = kd_loss_per_sample(student_logits, teacher_logits.detach(), temperature)
-    per_sample_loss = w_ce * ce + w_kd * soft
-    return StepOutput(
-        per_sample_loss.mean(),
-        {"loss_ce": ce.mean().detach(), "loss_kd": soft.mean().detach()},
-        {
+    per_sample_loss = w_ce * ce + (w_kd * temperature**2) * kl
+    with torch.no_grad():  # the per-sample values reuse what the loss computed: CE is -log p_true
+        if temperature != 1:
+            log_p_teacher = F.log_softmax(teacher_logits.float(), dim=1)
+        per_sample = {
             "loss_per_sample": per_sample_loss.detach(),
-            "kl": (soft / temperature**2).detach(),
-            "p_true_student": true_class_prob(student_logits.detach(), batch.y),
-            "p_true_teacher": true_class_prob(teacher_logits.detach(), batch.y),
-        },
-    )
+            "kl": kl.detach(),
+            "p_true_student": (-ce.detach()).exp(),
+            "p_true_teacher": log_p_teacher.gather(1, batch.y[:, None]).squeeze(1).exp(),
+        }
+    terms = {"loss_ce": ce.detach().mean(), "loss_kd": kl.detach().mean() * temperature**2}
+    return StepOutput(per_sample_loss.mean(), terms, per_sample)
 
 
 @METHODS.register("kd")
