@@ -126,6 +126,7 @@ class RunStore:
                 db,
                 params=(kind,) if kind else None,
             )
+        frame["epochs_done"] = (frame["epoch"] + 1).fillna(0).astype(int)  # `epoch` is the last finished, 0-based
         return frame
 
     def latest_run_id(self, kind: str | None = "student") -> str:

@@ -63,7 +63,7 @@ metrics[1].metric("active", int(counts.reindex(["queued", "running", "paused"]).
 metrics[2].metric("done", int(counts.get("done", 0)))
 metrics[3].metric("failed or stopped", int(counts.get("failed", 0) + counts.get("stopped", 0)))
 st.dataframe(
-    runs[["name", "kind", "method", "status", "epoch", "total_epochs", "test_acc", "id"]].head(12),
+    runs[["name", "kind", "method", "status", "epochs_done", "total_epochs", "test_acc", "id"]].head(12),
     hide_index=True,
     width="stretch",
     column_config={"test_acc": st.column_config.NumberColumn("test acc", format="%.3f")},

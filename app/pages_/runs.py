@@ -22,7 +22,7 @@ if runs.empty:
 
 table = runs.assign(created=runs.created.map(datetime.fromtimestamp))
 st.dataframe(
-    table[["name", "kind", "method", "status", "epoch", "total_epochs", "test_acc", "created", "id", "error"]],
+    table[["name", "kind", "method", "status", "epochs_done", "total_epochs", "test_acc", "created", "id", "error"]],
     hide_index=True,
     width="stretch",
     column_config={
