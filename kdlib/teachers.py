@@ -116,11 +116,11 @@ def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
     with open(folder.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "model.pt").exists():
-            _train_into(folder, teacher_run_config(config), store, train)
+            _train_into(folder, teacher_key(config), teacher_run_config(config), store, train)
     return TeacherArtifact(folder, config, _route_epochs(folder))
 
 
-def _train_into(folder: Path, teacher_config: RunConfig, store, train) -> None:
+def _train_into(folder: Path, key: dict, teacher_config: RunConfig, store, train) -> None:
     run_id = store.create_run(teacher_config, kind="teacher")
     train(teacher_config, run_id)
     status = store.run(run_id)["status"]
@@ -138,17 +138,8 @@ def _train_into(folder: Path, teacher_config: RunConfig, store, train) -> None:
     final = store.epoch_metrics(run_id).iloc[-1].to_dict()
     (tmp / "meta.json").write_text(
         json.dumps(
-            {"run_id": run_id, "created": time.time(), "key": teacher_key_from_run(teacher_config), "final": final},
+            {"run_id": run_id, "created": time.time(), "key": key, "final": final},
             indent=1,
         )
     )
     tmp.rename(folder)
-
-
-def teacher_key_from_run(teacher_config: RunConfig) -> dict:
-    return {
-        "model": teacher_config.student.model_dump(mode="json"),
-        "data": teacher_config.data.model_dump(mode="json"),
-        "seed": teacher_config.seed,
-        "epochs": teacher_config.epochs,
-    }

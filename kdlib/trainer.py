@@ -246,7 +246,9 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
                     out = distiller.forward(batch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out.loss).backward()
-                watched = distiller.watched_logit_gradient(batch, scaler.get_scale() if needs_scaler else 1.0)
+                # the scale as a device tensor: get_scale() would sync with the host every step under fp16
+                loss_scale = scaler._get_scale_async() if needs_scaler else 1.0
+                watched = distiller.watched_logit_gradient(batch, loss_scale)
                 if watched is not None and config.probes.grad_stats:
                     _record(logit_rows, dict(zip(("logits", "grad"), watched, strict=True)), batch.index,
                             len(data.train), device)

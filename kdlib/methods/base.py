@@ -115,7 +115,7 @@ class Distiller:
             logits.retain_grad()
         self._watched_logits = logits
 
-    def watched_logit_gradient(self, batch: Batch, loss_scale: float = 1.0) -> tuple[Tensor, Tensor] | None:
+    def watched_logit_gradient(self, batch: Batch, loss_scale: float | Tensor = 1.0) -> tuple[Tensor, Tensor] | None:
         """The watched logits and d loss_i / d logits_i per sample, after the backward pass.
 
         The loss is a batch mean, so the gradient at the logits is multiplied back by the batch size
