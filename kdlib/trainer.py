@@ -198,6 +198,7 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route,
                             data.target_train)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
+    distiller.watch_gradients = config.probes.grad_stats
     optimizer = make_optimizer(config.optimizer, list(student.parameters()) + distiller.extra_parameters())
     lr_at = partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)
     amp_dtype, needs_scaler = amp_settings(config, device)
@@ -233,10 +234,10 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
             torch.manual_seed(config.seed * 1_000_003 + epoch)
             distiller.on_epoch_start(epoch)
             student.train()
-            # Values of each step go into preallocated device tensors: a write per step, no host sync.
-            per_step: dict[str, torch.Tensor] = {}
-            per_sample: dict[str, torch.Tensor] = {}
-            logit_rows: dict[str, torch.Tensor] = {}  # [N, K] logits and gradients, summarised at epoch end
+            # Values of each step go into preallocated device tensors: one write per table and step, no host sync.
+            per_step = ColumnTable(steps_per_epoch, device)
+            per_sample = ColumnTable(len(data.train), device)
+            logit_rows = ColumnTable(len(data.train), device)  # logits and gradients [N, 2K], summarised at epoch end
             logged = 0
             for i, batch in enumerate(data.train.batches(config.batch_size, shuffle=True, generator=generator)):
                 batch = batch.to(device, non_blocking=True)
@@ -249,30 +250,34 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
                 # the scale as a device tensor: get_scale() would sync with the host every step under fp16
                 loss_scale = scaler._get_scale_async() if needs_scaler else 1.0
                 watched = distiller.watched_logit_gradient(batch, loss_scale)
-                if watched is not None and config.probes.grad_stats:
-                    _record(logit_rows, dict(zip(("logits", "grad"), watched, strict=True)), batch.index,
-                            len(data.train), device)
+                if watched is not None:
+                    logit_rows.write(batch.index, {"logits_and_grad": torch.cat(watched, 1)})
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
 
-                _record(per_step, {"loss": out.loss, **out.terms}, i, steps_per_epoch, device)
-                _record(per_sample, out.per_sample, batch.index, len(data.train), device)
+                per_step.write(i, {"loss": out.loss, **out.terms})
+                if config.probes.per_sample:
+                    per_sample.write(batch.index, out.per_sample)
                 step += 1
                 if step % log_every == 0:
-                    _check_finite(per_step["loss"][: i + 1], epoch, steps_per_epoch, config)
-                    window = per_step["loss"][logged : i + 1].mean().item()
+                    losses = per_step.column("loss")
+                    _check_finite(losses[: i + 1], epoch, steps_per_epoch, config)
+                    window = losses[logged : i + 1].mean().item()
                     emit(StepLogged(epoch, step, {"train.loss": window, "lr": optimizer.param_groups[0]["lr"]}))
                     logged = i + 1
                     control.poll()
 
-            _check_finite(per_step["loss"], epoch, steps_per_epoch, config)
-            if logit_rows:
-                per_sample |= logit_gradient_stats(logit_rows["logits"], logit_rows["grad"], data.train.targets)
+            per_step_columns, per_sample_columns = per_step.columns(), per_sample.columns()
+            _check_finite(per_step_columns["loss"], epoch, steps_per_epoch, config)
+            if watched_rows := logit_rows.columns():
+                logits, grad = watched_rows["logits_and_grad"].chunk(2, dim=1)
+                per_sample_columns |= logit_gradient_stats(logits, grad, data.train.targets)
             scalars, arrays = _epoch_summary(
-                config, data, student, distiller, per_step, per_sample, autocast, device, epoch, route_probe
+                config, data, student, distiller, per_step_columns, per_sample_columns, autocast, device, epoch,
+                route_probe,
             )
             scalars["lr"] = optimizer.param_groups[0]["lr"]
             emit(EpochEnded(epoch, step, scalars, arrays))
@@ -309,12 +314,56 @@ def _resolve_teacher(teacher: TeacherSource, data: DataBundle, device: torch.dev
     return artifact.build(data).to(device).eval().requires_grad_(False), route
 
 
-def _record(table: dict[str, torch.Tensor], values: dict[str, torch.Tensor], where, length: int, device) -> None:
-    """Write a step's values into their rows (`where`: the step, or the batch's dataset indices)."""
-    for key, value in values.items():
-        if key not in table:
-            table[key] = torch.full((length, *value.shape[1:]), float("nan"), device=device)
-        table[key][where] = value.detach().float()
+class ColumnTable:
+    """Values written a batch (or a step) at a time into one preallocated device tensor [rows, columns].
+
+    A step whose values have the same keys as the last one costs one stack and one indexed write,
+    however many values there are; values wider than one column (e.g. [B, K] logits) keep their own
+    tensor. Rows never written stay NaN.
+    """
+
+    def __init__(self, rows: int, device: torch.device) -> None:
+        self.rows, self.device = rows, device
+        self.keys: tuple[str, ...] = ()
+        self._stacked: torch.Tensor | None = None  # [rows, len(keys)] for one-column values
+        self._wide: dict[str, torch.Tensor] = {}
+
+    def write(self, where, values: dict[str, torch.Tensor]) -> None:
+        """Write a step's values into their rows (`where`: a row number, or the batch's dataset indices)."""
+        narrow = {k: v for k, v in values.items() if v.dim() <= 1}
+        for key, value in values.items():
+            if value.dim() > 1:
+                if key not in self._wide:
+                    self._wide[key] = self._nan(value.shape[1:])
+                self._wide[key][where] = value.detach().float()
+        if not narrow:
+            return
+        if tuple(narrow) != self.keys:  # new keys, or a subset in another order: column by column
+            self._add_keys(narrow)
+            for key, value in narrow.items():
+                self._stacked[where, self.keys.index(key)] = value.detach().float()
+            return
+        self._stacked[where] = torch.stack([v.detach().float() for v in narrow.values()], -1)
+
+    def _add_keys(self, values: dict[str, torch.Tensor]) -> None:
+        new = tuple(k for k in values if k not in self.keys)
+        if new:
+            grown = self._nan((len(self.keys) + len(new),))
+            if self._stacked is not None:
+                grown[:, : len(self.keys)] = self._stacked
+            self._stacked, self.keys = grown, self.keys + new
+
+    def _nan(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.full((self.rows, *shape), float("nan"), device=self.device)
+
+    def column(self, key: str) -> torch.Tensor:
+        if key in self._wide:
+            return self._wide[key]
+        return self._stacked[:, self.keys.index(key)]
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        narrow = {k: self._stacked[:, j] for j, k in enumerate(self.keys)} if self._stacked is not None else {}
+        return narrow | self._wide
 
 
 def _epoch_summary(config, data, student, distiller, per_step, per_sample, autocast, device, epoch, route_probe):

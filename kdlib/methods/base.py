@@ -62,6 +62,7 @@ class Distiller:
 
     Params: ClassVar[type[Spec]]
     needs_teacher: ClassVar[bool] = False
+    watch_gradients: bool = True  # the trainer turns it off when `probes.grad_stats` is false
 
     def __init__(self, params: Spec, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         self.params, self.student, self.teacher, self.context = params, student, teacher, context
@@ -111,6 +112,8 @@ class Distiller:
 
         The gradient probe (`probes.logit_gradient_stats`) reads it from there: no second backward.
         """
+        if not self.watch_gradients:  # retain_grad adds work to every backward pass: only when asked for
+            return
         if logits.requires_grad:
             logits.retain_grad()
         self._watched_logits = logits
