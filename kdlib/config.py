@@ -178,6 +178,12 @@ class RunConfig(TrainingSection):
     seed: int = Field(0, description="seed of initialization and batch order")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA, then MPS, then CPU")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
+    channels_last: bool = Field(
+        True, description="on CUDA, convolutional students and their inputs in channels_last memory format"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the student's forward (the first epoch pays the compile time)"
+    )
     probes: ProbesSection = Field(default_factory=ProbesSection, description="see `probes` below")
     output: OutputSection = Field(
         default_factory=OutputSection,

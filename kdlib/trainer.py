@@ -193,7 +193,13 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     seed_everything(config.seed)
     data = load_data(config.data).to(device)
     student = build_model(config.student, data.input_shape, data.num_classes).to(device)
+    memory_format = _memory_format(config, device, student)
+    student = student.to(memory_format=memory_format)
+    if config.compile:
+        student.compile()  # in place: state_dict keys, hooks and feature taps stay as they are
     teacher, route = _resolve_teacher(teacher, data, device)
+    if teacher is not None:
+        teacher = teacher.to(memory_format=_memory_format(config, device, teacher))
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route,
                             data.target_train)
@@ -240,7 +246,7 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
             logit_rows = ColumnTable(len(data.train), device)  # logits and gradients [N, 2K], summarised at epoch end
             logged = 0
             for i, batch in enumerate(data.train.batches(config.batch_size, shuffle=True, generator=generator)):
-                batch = batch.to(device, non_blocking=True)
+                batch = batch.to(device, non_blocking=True, memory_format=memory_format)
                 for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base_lr * lr_at(step)
                 with autocast():
@@ -296,6 +302,14 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
         checkpointer.close()
     save_atomic(student.state_dict(), run_dir / "model.pt")
     return student
+
+
+def _memory_format(config: RunConfig, device: torch.device, model: nn.Module) -> torch.memory_format:
+    """channels_last where it pays: 2-D convolutions on CUDA (tensor cores read NHWC without transposes)."""
+    has_conv2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if config.channels_last and device.type == "cuda" and has_conv2d:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _resolve_teacher(teacher: TeacherSource, data: DataBundle, device: torch.device):

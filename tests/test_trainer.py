@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from kdlib.data.base import Batch
 from kdlib.events import EpochEnded, MemorySink, RunStarted
 from kdlib.runner import execute
 from kdlib.store import RunStore
@@ -141,3 +143,29 @@ def test_stopping_a_student_while_its_teacher_trains_stops_both(tiny):
     assert store.runs(kind="teacher").status.tolist() == ["stopped"]
     assert not list((store.home / "teachers").glob("*/model.pt"))  # no half-trained artifact
     assert execute(run_id, store) == "done"  # resuming trains the teacher, then the student
+
+
+@pytest.mark.slow
+def test_a_compiled_student_trains_and_saves_plain_weights(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny(method={"name": "ce"}, teacher=None, epochs=1, compile=True))
+    assert execute(run_id, store) == "done", store.run(run_id)["error"]
+    weights = torch.load(store.run_dir(run_id) / "model.pt", weights_only=True)
+    assert not any(key.startswith("_orig_mod") for key in weights)  # loads into an uncompiled model
+
+
+def test_channels_last_is_used_for_2d_convolutions_on_cuda_only(tiny):
+    from kdlib.config import validate_config
+    from kdlib.trainer import _memory_format
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    mlp = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    config = tiny()
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert _memory_format(config, cuda, conv) is torch.channels_last
+    assert _memory_format(config, cuda, mlp) is torch.contiguous_format
+    assert _memory_format(config, cpu, conv) is torch.contiguous_format
+    off = validate_config({**config.to_dict(), "channels_last": False})
+    assert _memory_format(off, cuda, conv) is torch.contiguous_format
+    batch = Batch(torch.randn(2, 3, 5, 5), torch.zeros(2, dtype=torch.long), torch.arange(2))
+    assert batch.to("cpu", memory_format=torch.channels_last).x.is_contiguous(memory_format=torch.channels_last)

@@ -28,8 +28,16 @@ class Batch:
     y: Tensor
     index: Tensor
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.x, self.y, self.index)))
+    def to(
+        self,
+        device: torch.device | str,
+        non_blocking: bool = False,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> Batch:
+        x = self.x.to(device, non_blocking=non_blocking)
+        if memory_format is not torch.contiguous_format and x.dim() == 4:
+            x = x.contiguous(memory_format=memory_format)
+        return Batch(x, *(t.to(device, non_blocking=non_blocking) for t in (self.y, self.index)))
 
     def __len__(self) -> int:
         return self.y.shape[0]
