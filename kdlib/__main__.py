@@ -110,6 +110,13 @@ def cmd_run(args) -> int:
     from kdlib.runner import execute, launch
 
     config = load_config(args.config, args.overrides)
+    processes = _torchrun_processes()
+    if processes.active:
+        if args.background:
+            raise ConfigError("--background: a run under torchrun trains in the foreground; drop --background")
+        store = RunStore(args.home)
+        run_id = processes.broadcast_object(store.create_run(config, name=args.name) if processes.is_main else None)
+        return _execute_on_processes(run_id, store, processes)
     if args.background:
         handle = launch(config, name=args.name, home=args.home)
         print(f"started {handle.run_id} in the background; follow it with `python -m kdlib show {handle.run_id}`")
@@ -194,9 +201,35 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _torchrun_processes():
+    from kdlib.distributed import from_environment
+
+    return from_environment()
+
+
+def _execute_on_processes(run_id: str, store: RunStore, processes) -> int:
+    """One process of a run under torchrun; the first one prints the progress and the result."""
+    from kdlib.distributed import shutdown
+    from kdlib.runner import execute
+
+    if processes.is_main:
+        print(f"run {run_id} on {processes.world} processes  (store: {store.home})")
+    try:
+        status = execute(run_id, store, extra_sinks=[ProgressSink(run_id)] if processes.is_main else [],
+                         processes=processes)
+    finally:
+        shutdown()
+    if not processes.is_main:
+        return 0  # it ended without an error; the run's status is the first process's to write
+    _print_run(store, run_id)
+    return 0 if status == "done" else 1
+
+
 def cmd_control(args) -> int:
     from kdlib.runner import resume
 
+    if args.command == "resume" and (processes := _torchrun_processes()).active:
+        return _execute_on_processes(args.run, RunStore(args.home), processes)
     if args.command == "resume":
         handle = resume(args.run, args.home)
         print(f"{args.run}: {handle.status}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.config import RunConfig, config_from
+from kdlib.distributed import SINGLE, Processes
 from kdlib.events import Sink
 from kdlib.methods import METHODS
 from kdlib.store import ACTIVE, RunStore, StoreSink
@@ -49,17 +50,22 @@ class StoreControl(Control):
             self.store.update_run(self.run_id, status="running")
 
 
-def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
-    """Run a registered run in this process (resuming from its checkpoint if it has one); returns its status."""
+def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = (), processes: Processes = SINGLE) -> str:
+    """Run a registered run in this process (resuming from its checkpoint if it has one); returns its status.
+
+    Under torchrun every process calls this with its `processes`; the first one alone writes to the
+    store, obtains the teacher (training it, in one process, if it is new) and obeys pause and stop.
+    """
     config = store.config(run_id)
-    if store.run(run_id)["status"] in ("stopped", "failed"):
+    main = processes.is_main
+    if main and store.run(run_id)["status"] in ("stopped", "failed"):
         store.update_run(run_id, control="run")  # executing an ended run again resumes it
 
-    def train(run_config: RunConfig, rid: str, teacher=None) -> None:
-        sinks = [StoreSink(store, rid), *extra_sinks]
-        control = StoreControl(store, rid, also=(run_id,) if rid != run_id else ())
+    def train(run_config: RunConfig, rid: str, teacher=None, on: Processes = SINGLE) -> None:
+        sinks = [StoreSink(store, rid), *extra_sinks] if on.is_main else []
+        control = StoreControl(store, rid, also=(run_id,) if rid != run_id else ()) if on.is_main else None
         try:
-            fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=control)
+            fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=control, processes=on)
         finally:
             for sink in sinks:
                 sink.close()
@@ -67,16 +73,41 @@ def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
     try:
         teacher = None
         if METHODS.get(config.method.name).needs_teacher:
-            store.update_run(run_id, status="running")
-            store.log_event(run_id, "teacher", "looking for the teacher artifact (training it if new)")
-            teacher = obtain_teacher(config, store, train)
-        train(config, run_id, teacher)
+            teacher = _shared_teacher(config, store, run_id, train, processes)
+        train(config, run_id, teacher, processes)
     except StopRequested:
-        store.end_run(run_id, "stopped")
+        if main:
+            store.end_run(run_id, "stopped")
     except BaseException as error:  # noqa: BLE001 - whatever happened, the run must not stay "running"
-        if store.run(run_id)["status"] != "failed":
+        if main and store.run(run_id)["status"] != "failed":
             store.end_run(run_id, "failed", f"{type(error).__name__}: {error}")
+        if processes.active:
+            raise  # torchrun ends the other processes and reports which one failed
     return store.run(run_id)["status"]
+
+
+def _shared_teacher(config: RunConfig, store: RunStore, run_id: str, train, processes: Processes):
+    """The teacher artifact; under torchrun the first process obtains it and the others then load it."""
+    outcome, teacher = None, None
+    if processes.is_main:
+        store.update_run(run_id, status="running")
+        store.log_event(run_id, "teacher", "looking for the teacher artifact (training it if new)")
+        try:
+            teacher = obtain_teacher(config, store, train)
+        except StopRequested:
+            outcome = "stopped"
+        except BaseException as error:  # noqa: BLE001 - told to the other processes, then raised
+            outcome = f"{type(error).__name__}: {error}"
+            processes.broadcast_object(outcome)
+            raise
+    outcome = processes.broadcast_object(outcome)
+    if outcome == "stopped":
+        raise StopRequested
+    if outcome is not None:
+        raise RuntimeError(f"the first process could not obtain the teacher: {outcome}")
+    if teacher is None:
+        teacher = obtain_teacher(config, store, train)  # in the cache by now: loaded, not trained
+    return teacher
 
 
 def _worker_command(run_id: str, store: RunStore) -> list[str]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from kdlib.config import LRScheduleSection, OptimizerSection, RunConfig
 from kdlib.data import DataBundle, load_data
+from kdlib.distributed import SINGLE, Processes
 from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
@@ -44,6 +45,33 @@ class Control:
 
     def poll(self) -> None:
         """Return to keep going, block while paused, raise StopRequested to stop."""
+
+
+class SharedControl(Control):
+    """The first process's control, obeyed by every process at the same step."""
+
+    def __init__(self, control: Control, processes: Processes) -> None:
+        self.control, self.processes = control, processes
+
+    def poll(self) -> None:
+        if not self.processes.active:
+            return self.control.poll()
+        stop = torch.zeros(1)
+        if self.processes.is_main:
+            try:
+                self.control.poll()  # a pause blocks here, and the others in the broadcast
+            except StopRequested:
+                stop += 1
+        if self.processes.broadcast(stop.to(_collective_device())).item():
+            raise StopRequested
+        return None
+
+
+def _collective_device() -> torch.device:
+    """NCCL exchanges CUDA tensors only."""
+    import torch.distributed as torch_dist
+
+    return torch.device("cuda") if torch_dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,12 +151,15 @@ def fit(
     sinks: list[Sink],
     teacher: TeacherSource = None,
     control: Control | None = None,
+    processes: Processes = SINGLE,
 ) -> nn.Module | None:
     """Train the run's student; returns it (None if stopped). Failures are emitted as RunEnded, then raised.
 
     `teacher` is a model, or an artifact that builds it (and its route) once the data is known.
+    `processes`: this process's place among several training the run together (`kdlib.distributed`);
+    only the first one's sinks and control are used.
     """
-    run_dir, control = Path(run_dir), control or Control()
+    run_dir, control = Path(run_dir), SharedControl(control or Control(), processes)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     def emit(event) -> None:
@@ -136,7 +167,7 @@ def fit(
             sink.emit(event)
 
     try:
-        student = _train(config, run_dir, emit, teacher, control)
+        student = _train(config, run_dir, emit, teacher, control, processes)
     except StopRequested:
         emit(RunEnded("stopped"))
         return None
@@ -188,11 +219,19 @@ def _clone(value):
     return value
 
 
-def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, control: Control) -> nn.Module:
-    device = resolve_device(config.device)
+def _train(
+    config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, control: Control, processes: Processes
+) -> nn.Module:
+    if processes.active and not METHODS.get(config.method.name).runs_on_several_processes:
+        raise ValueError(
+            f"method.name: {config.method.name!r} takes optimizer steps of its own beside the student's (a search, "
+            "or a teacher it trains) that are not shared across processes yet; run it in one process, without torchrun"
+        )
+    device = processes.device(resolve_device(config.device))
     seed_everything(config.seed)
     data = load_data(config.data).to(device)
     student = build_model(config.student, data.input_shape, data.num_classes).to(device)
+    processes.broadcast_module(student)
     memory_format = _memory_format(config, device, student)
     student = student.to(memory_format=memory_format)
     if config.compile:
@@ -205,7 +244,8 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
                             data.target_train)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
     distiller.watch_gradients = config.probes.grad_stats
-    optimizer = make_optimizer(config.optimizer, list(student.parameters()) + distiller.extra_parameters())
+    trainable = list(student.parameters()) + distiller.extra_parameters()
+    optimizer = make_optimizer(config.optimizer, trainable)
     lr_at = partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)
     amp_dtype, needs_scaler = amp_settings(config, device)
     autocast = partial(torch.autocast, device.type, dtype=amp_dtype) if amp_dtype else nullcontext
@@ -221,11 +261,11 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
         scaler.load_state_dict(state["scaler"])
         distiller.load_state_dict(state["distiller"])
         start_epoch = state["epoch"] + 1
-    elif 0 in route_epochs:
+    elif 0 in route_epochs and processes.is_main:
         _save_route(student, run_dir, 0)
 
     route_probe = None
-    if route is not None and config.probes.route_probe_size:
+    if route is not None and config.probes.route_probe_size and processes.is_main:
         route_probe = RouteProbe(route, first_samples(data.train, config.probes.route_probe_size).to(device), autocast)
         route_probe.save(run_dir / "route_probe.npz")
     emit(RunStarted(config.epochs, start_epoch, steps_per_epoch, str(device), len(data.train)))
@@ -242,50 +282,67 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
             student.train()
             # Values of each step go into preallocated device tensors: one write per table and step, no host sync.
             per_step = ColumnTable(steps_per_epoch, device)
+            shard_sizes = _shard_sizes(len(data.train), config.batch_size, processes, device)
             per_sample = ColumnTable(len(data.train), device)
             logit_rows = ColumnTable(len(data.train), device)  # logits and gradients [N, 2K], summarised at epoch end
             logged = 0
-            for i, batch in enumerate(data.train.batches(config.batch_size, shuffle=True, generator=generator)):
-                batch = batch.to(device, non_blocking=True, memory_format=memory_format)
+            for i, global_batch in enumerate(data.train.batches(config.batch_size, shuffle=True, generator=generator)):
+                batch = processes.shard(global_batch).to(device, non_blocking=True, memory_format=memory_format)
                 for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base_lr * lr_at(step)
-                with autocast():
-                    out = distiller.forward(batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.loss).backward()
-                # the scale as a device tensor: get_scale() would sync with the host every step under fp16
-                loss_scale = scaler._get_scale_async() if needs_scaler else 1.0
-                watched = distiller.watched_logit_gradient(batch, loss_scale)
-                if watched is not None:
-                    logit_rows.write(batch.index, {"logits_and_grad": torch.cat(watched, 1)})
+                if len(batch):  # empty only where a last global batch is smaller than the number of processes
+                    with autocast():
+                        out = distiller.forward(batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(out.loss).backward()
+                    # the scale as a device tensor: get_scale() would sync with the host every step under fp16
+                    loss_scale = scaler._get_scale_async() if needs_scaler else 1.0
+                    watched = distiller.watched_logit_gradient(batch, loss_scale)
+                    if watched is not None:
+                        logit_rows.write(batch.index, {"logits_and_grad": torch.cat(watched, 1)})
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                processes.share_gradients(trainable, len(batch) / len(global_batch))
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
 
-                per_step.write(i, {"loss": out.loss, **out.terms})
-                if config.probes.per_sample:
-                    per_sample.write(batch.index, out.per_sample)
+                if len(batch):
+                    per_step.write(i, {"loss": out.loss, **out.terms})
+                    if config.probes.per_sample:
+                        per_sample.write(batch.index, out.per_sample)
                 step += 1
                 if step % log_every == 0:
-                    losses = per_step.column("loss")
-                    _check_finite(losses[: i + 1], epoch, steps_per_epoch, config)
-                    window = losses[logged : i + 1].mean().item()
+                    window = _logged_loss(per_step.column("loss"), shard_sizes, logged, i, processes, epoch,
+                                          steps_per_epoch, config)
                     emit(StepLogged(epoch, step, {"train.loss": window, "lr": optimizer.param_groups[0]["lr"]}))
                     logged = i + 1
                     control.poll()
 
-            per_step_columns, per_sample_columns = per_step.columns(), per_sample.columns()
-            _check_finite(per_step_columns["loss"], epoch, steps_per_epoch, config)
+            per_step_columns = per_step.columns()
+            _logged_loss(per_step_columns["loss"], shard_sizes, 0, steps_per_epoch - 1, processes, epoch,
+                         steps_per_epoch, config)
+            # each term's mean over the epoch's samples: steps weighted by their sizes, summed over processes
+            terms = processes.sum(torch.stack(list(per_step_columns.values())).nan_to_num() @ shard_sizes)
+            train_terms = dict(zip((f"train.{k}" for k in per_step_columns), (terms / len(data.train)).tolist(),
+                                   strict=True))
+            for table in (per_sample, logit_rows):
+                table.merge(processes)
+            distiller.merge_across_processes(processes)
+            processes.broadcast_module(student, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
+            if not processes.is_main:
+                control.poll()
+                continue
+            per_sample_columns = per_sample.columns()
             if watched_rows := logit_rows.columns():
                 logits, grad = watched_rows["logits_and_grad"].chunk(2, dim=1)
                 per_sample_columns |= logit_gradient_stats(logits, grad, data.train.targets)
             scalars, arrays = _epoch_summary(
-                config, data, student, distiller, per_step_columns, per_sample_columns, autocast, device, epoch,
-                route_probe,
+                config, data, student, distiller, per_sample_columns, autocast, device, epoch, route_probe
             )
-            scalars["lr"] = optimizer.param_groups[0]["lr"]
+            scalars = train_terms | scalars | {"lr": optimizer.param_groups[0]["lr"]}
             emit(EpochEnded(epoch, step, scalars, arrays))
             if epoch + 1 in route_epochs:
                 _save_route(student, run_dir, epoch + 1)
@@ -300,7 +357,8 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
             control.poll()
     finally:
         checkpointer.close()
-    save_atomic(student.state_dict(), run_dir / "model.pt")
+    if processes.is_main:
+        save_atomic(student.state_dict(), run_dir / "model.pt")
     return student
 
 
@@ -370,6 +428,11 @@ class ColumnTable:
     def _nan(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.full((self.rows, *shape), float("nan"), device=self.device)
 
+    def merge(self, processes: Processes) -> None:
+        """Every process's rows in every process's table (its own samples were written by each)."""
+        for table in ([self._stacked] if self._stacked is not None else []) + list(self._wide.values()):
+            processes.merge_rows(table)
+
     def column(self, key: str) -> torch.Tensor:
         if key in self._wide:
             return self._wide[key]
@@ -380,13 +443,9 @@ class ColumnTable:
         return narrow | self._wide
 
 
-def _epoch_summary(config, data, student, distiller, per_step, per_sample, autocast, device, epoch, route_probe):
-    """The epoch's scalars (training terms, coefficients, evaluation) and per-sample arrays."""
-    batch_sizes = torch.full((len(per_step["loss"]),), float(config.batch_size), device=device)
-    batch_sizes[-1] = len(data.train) - config.batch_size * (len(batch_sizes) - 1)
-    terms = torch.stack(list(per_step.values())) @ batch_sizes / len(data.train)
-    scalars = dict(zip((f"train.{k}" for k in per_step), terms.tolist(), strict=True))
-    scalars |= distiller.coefficients()
+def _epoch_summary(config, data, student, distiller, per_sample, autocast, device, epoch, route_probe):
+    """The epoch's scalars (coefficients, evaluation) and per-sample arrays."""
+    scalars = distiller.coefficients()
     arrays_from_method = distiller.epoch_arrays()
     arrays = {}
     if config.probes.per_sample:
@@ -415,8 +474,31 @@ def _save_route(model: nn.Module, run_dir: Path, epoch: int) -> None:
     save_atomic(model.state_dict(), run_dir / "route" / f"epoch_{epoch:04d}.pt")
 
 
+def _shard_sizes(train_size: int, batch_size: int, processes: Processes, device: torch.device) -> torch.Tensor:
+    """How many samples each step of an epoch gives this process."""
+    sizes = [processes.shard_size(min(batch_size, train_size - start)) for start in range(0, train_size, batch_size)]
+    return torch.tensor(sizes, dtype=torch.float32, device=device)
+
+
+def _logged_loss(losses, shard_sizes, first: int, last: int, processes: Processes, epoch: int,
+                 steps_per_epoch: int, config: RunConfig) -> float:
+    """The mean loss per sample of steps first..last over all processes; raises at a NaN or infinite loss.
+
+    One host sync; every process learns of a bad loss in any of them, so all stop at the same step.
+    """
+    sizes, written = shard_sizes[: last + 1], shard_sizes[: last + 1] > 0
+    seen = torch.where(written, losses[: last + 1], 0.0)
+    bad = (written & ~torch.isfinite(seen)).sum()
+    total = torch.stack([bad.float(), (seen * sizes)[first:].sum(), sizes[first:].sum()])
+    bad_anywhere, loss_sum, count = processes.sum(total).tolist()
+    if bad_anywhere:
+        _check_finite(torch.where(written, seen, 0.0), epoch, steps_per_epoch, config)
+        raise NonFiniteLoss(f"the loss became NaN or infinite in another process in epoch {epoch}")
+    return loss_sum / max(count, 1.0)
+
+
 def _check_finite(losses: torch.Tensor, epoch: int, steps_per_epoch: int, config: RunConfig) -> None:
-    """Raise with the first step whose loss is NaN or infinite (one host sync, at logged steps)."""
+    """Raise with the first step whose loss is NaN or infinite."""
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad) == 0:
         return

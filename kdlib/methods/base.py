@@ -63,6 +63,9 @@ class Distiller:
     Params: ClassVar[type[Spec]]
     needs_teacher: ClassVar[bool] = False
     watch_gradients: bool = True  # the trainer turns it off when `probes.grad_stats` is false
+    # False for methods that take optimizer steps of their own (a search, a teacher they train): those
+    # steps are not shared across processes, so such a method refuses to run under torchrun.
+    runs_on_several_processes: ClassVar[bool] = True
 
     def __init__(self, params: Spec, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         self.params, self.student, self.teacher, self.context = params, student, teacher, context
@@ -132,6 +135,10 @@ class Distiller:
 
     def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
         raise NotImplementedError
+
+    def merge_across_processes(self, processes) -> None:
+        """At the end of an epoch under torchrun: merge per-sample state that each process wrote for its
+        own samples (`processes.merge_rows`), so every process holds all of it next epoch."""
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters a method adds beside the student's (adapters, heads)."""

@@ -280,6 +280,7 @@ class Search:
 @METHODS.register("dfa")
 class DFA(Distiller):
     Params = Params
+    runs_on_several_processes = False  # its own optimizer steps are not shared across processes
     needs_teacher = True
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:

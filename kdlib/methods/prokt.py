@@ -131,6 +131,7 @@ def restart_from_scratch(model: nn.Module, context: MethodContext) -> None:
 @METHODS.register("prokt")
 class ProKT(Distiller):
     Params = Params
+    runs_on_several_processes = False  # its own optimizer steps are not shared across processes
     needs_teacher = True
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:

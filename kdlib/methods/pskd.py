@@ -106,6 +106,7 @@ class PredictionBuffer:
     def __init__(self, size: int, num_classes: int, dtype: torch.dtype, device: torch.device) -> None:
         self.probs = torch.zeros(size, num_classes, dtype=dtype, device=device)
         self.seen = torch.zeros(size, dtype=torch.bool, device=device)
+        self.written = torch.zeros_like(self.seen)  # rows this process wrote this epoch
 
     def read(self, index: Tensor, labels: Tensor) -> Tensor:
         """The stored rows (a copy, so a later write cannot reach them), one-hot where never written."""
@@ -116,6 +117,10 @@ class PredictionBuffer:
     def write(self, index: Tensor, probs: Tensor) -> None:
         self.probs[index] = probs.detach().to(self.probs.dtype)
         self.seen[index] = True
+        self.written[index] = True
+
+    def start_epoch(self) -> None:
+        self.written = torch.zeros_like(self.seen)
 
 
 @METHODS.register("pskd")
@@ -163,6 +168,14 @@ class PSKD(Distiller):
             "grad_norm": (probs - targets).norm(dim=1),
         }
         return {k: v.float() for k, v in values.items()}
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.buffer.start_epoch()
+
+    def merge_across_processes(self, processes) -> None:
+        processes.merge_rows(self.buffer.probs, self.buffer.written)
+        processes.merge_rows(self.buffer.seen, self.buffer.written)
 
     def state_dict(self) -> dict:
         # Plain tensors, so the checkpoint loads with torch.load(weights_only=True).

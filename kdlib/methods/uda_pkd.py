@@ -180,6 +180,7 @@ class TargetStream:
 @METHODS.register("uda_pkd")
 class UDAPKD(Distiller):
     Params = Params
+    runs_on_several_processes = False  # its own optimizer steps are not shared across processes
     needs_teacher = True
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
