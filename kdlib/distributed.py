@@ -29,8 +29,6 @@ import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
-from kdlib.data.base import Batch
-
 
 @dataclass(frozen=True)
 class Processes:
@@ -47,13 +45,6 @@ class Processes:
     @property
     def active(self) -> bool:
         return self.world > 1
-
-    def shard(self, batch: Batch) -> Batch:
-        """This process's rows of a global batch."""
-        if not self.active:
-            return batch
-        return Batch(batch.x[self.rank :: self.world], batch.y[self.rank :: self.world],
-                     batch.index[self.rank :: self.world])
 
     def shard_size(self, global_size: int) -> int:
         return len(range(self.rank, global_size, self.world))

@@ -283,11 +283,15 @@ def _train(
             # Values of each step go into preallocated device tensors: one write per table and step, no host sync.
             per_step = ColumnTable(steps_per_epoch, device)
             shard_sizes = _shard_sizes(len(data.train), config.batch_size, processes, device)
+            batch_shares = _shard_sizes(len(data.train), config.batch_size, processes, None)
             per_sample = ColumnTable(len(data.train), device)
             logit_rows = ColumnTable(len(data.train), device)  # logits and gradients [N, 2K], summarised at epoch end
             logged = 0
-            for i, global_batch in enumerate(data.train.batches(config.batch_size, shuffle=True, generator=generator)):
-                batch = processes.shard(global_batch).to(device, non_blocking=True, memory_format=memory_format)
+            own_rows = data.train.batches(
+                config.batch_size, shuffle=True, generator=generator, part=(processes.rank, processes.world)
+            )
+            for i, batch in enumerate(own_rows):
+                batch = batch.to(device, non_blocking=True, memory_format=memory_format)
                 for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base_lr * lr_at(step)
                 if len(batch):  # empty only where a last global batch is smaller than the number of processes
@@ -302,7 +306,7 @@ def _train(
                         logit_rows.write(batch.index, {"logits_and_grad": torch.cat(watched, 1)})
                 else:
                     optimizer.zero_grad(set_to_none=True)
-                processes.share_gradients(trainable, len(batch) / len(global_batch))
+                processes.share_gradients(trainable, batch_shares[i])
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
@@ -474,10 +478,13 @@ def _save_route(model: nn.Module, run_dir: Path, epoch: int) -> None:
     save_atomic(model.state_dict(), run_dir / "route" / f"epoch_{epoch:04d}.pt")
 
 
-def _shard_sizes(train_size: int, batch_size: int, processes: Processes, device: torch.device) -> torch.Tensor:
-    """How many samples each step of an epoch gives this process."""
-    sizes = [processes.shard_size(min(batch_size, train_size - start)) for start in range(0, train_size, batch_size)]
-    return torch.tensor(sizes, dtype=torch.float32, device=device)
+def _shard_sizes(train_size: int, batch_size: int, processes: Processes, device: torch.device | None):
+    """How many samples each step of an epoch gives this process: a device tensor, or (device None)
+    this process's share of each step's batch, as floats."""
+    batches = [min(batch_size, train_size - start) for start in range(0, train_size, batch_size)]
+    if device is None:
+        return [processes.shard_size(n) / n for n in batches]
+    return torch.tensor([processes.shard_size(n) for n in batches], dtype=torch.float32, device=device)
 
 
 def _logged_loss(losses, shard_sizes, first: int, last: int, processes: Processes, epoch: int,

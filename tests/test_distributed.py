@@ -85,3 +85,25 @@ def test_a_method_with_steps_of_its_own_refuses_several_processes(tiny, tmp_path
     config = tiny(method={"name": "prokt"})
     with pytest.raises(ValueError, match=r"method.name: 'prokt' .* without torchrun"):
         fit(config, tmp_path, [], processes=Processes(rank=0, world=2))
+
+
+@pytest.mark.parametrize("batch_size", [4, 3])
+def test_each_process_loads_only_its_rows_of_each_batch(batch_size):
+    """Parts of a DataLoader split's batches, put together, are the batches one process draws; a
+    process left with no rows of a short last batch gets an empty batch, so all step together."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from kdlib.data.base import LoaderSplit, TensorSplit
+
+    x, y = torch.arange(10.0)[:, None], torch.arange(10) % 3  # the last batch is short
+    for split in (LoaderSplit(TensorDataset(x, y), y, num_workers=0, pin_memory=False), TensorSplit(x, y)):
+        def drawn(part, split=split):
+            return [b.index.tolist() for b in split.batches(batch_size, True, torch.Generator().manual_seed(1), part=part)]
+
+        whole, first, second, third = drawn((0, 1)), drawn((0, 3)), drawn((1, 3)), drawn((2, 3))
+        assert len(whole) == len(first) == len(second) == len(third)
+        for rows, *parts in zip(whole, first, second, third, strict=True):
+            assert sorted(rows) == sorted(sum(parts, [])) and rows[0::3] == parts[0]
+        assert third[-1] == []
+        assert next(b for i, b in enumerate(split.batches(batch_size, part=(2, 3))) if i == len(third) - 1).x.shape == (0, 1)

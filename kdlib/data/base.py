@@ -10,12 +10,13 @@ Two kinds of split share one interface:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from kdlib.registry import Registry
 
@@ -68,12 +69,15 @@ class TensorSplit:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
+        """Batches in a seeded order; `part=(r, n)` yields rows r, r+n, ... of each (one of n processes)."""
+        rank, parts = part
         n = len(self)
         order = torch.randperm(n, generator=generator).to(self.y.device) if shuffle else self.index
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            rows = order[start : start + batch_size]
+            rows = order[start : start + batch_size][rank::parts]
             yield Batch(self.x[rows], self.y[rows], rows)
 
 
@@ -114,19 +118,46 @@ class LoaderSplit:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        part: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
+        """As `TensorSplit.batches`; each process loads only its own rows of a batch."""
         loader = DataLoader(
             _Indexed(self.dataset),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            batch_sampler=_PartOfEachBatch(len(self), batch_size, shuffle, generator, drop_last, part),
+            generator=generator,  # the workers' base seed is drawn from it first, as with shuffle=True
+            collate_fn=_collate_or_none,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            drop_last=drop_last,
             persistent_workers=False,
         )
-        for x, y, index in loader:
+        for collated in loader:
+            if collated is None:  # a last batch smaller than the number of processes left this one nothing
+                x = self.dataset[0][0]
+                yield Batch(torch.empty((0, *x.shape)), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+                continue
+            x, y, index = collated
             yield Batch(x, torch.as_tensor(y).long(), index)
+
+
+class _PartOfEachBatch(Sampler):
+    """Dataset indices of each batch, in the order RandomSampler draws them with the same generator."""
+
+    def __init__(self, size, batch_size, shuffle, generator, drop_last, part) -> None:
+        self.size, self.batch_size, self.shuffle, self.generator = size, batch_size, shuffle, generator
+        self.drop_last, (self.rank, self.parts) = drop_last, part
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
+        stop = self.size - self.size % self.batch_size if self.drop_last else self.size
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size][self.rank :: self.parts].tolist()
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)
+
+
+def _collate_or_none(samples: list):
+    return default_collate(samples) if samples else None
 
 
 Split = TensorSplit | LoaderSplit
