@@ -49,14 +49,18 @@ class StoreControl(Control):
             self.store.update_run(self.run_id, status="running")
 
 
-def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = ()) -> str:
-    """Run a registered run in this process (resuming from its checkpoint if it has one); returns its status."""
+def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = (), own_sinks: list[Sink] = ()) -> str:
+    """Run a registered run in this process (resuming from its checkpoint if it has one); returns its status.
+
+    `extra_sinks` also hear the training of a teacher the run needs first (a progress bar); `own_sinks`
+    hear only the run's own (a sweep's pruning).
+    """
     config = store.config(run_id)
     if store.run(run_id)["status"] in ("stopped", "failed"):
         store.update_run(run_id, control="run")  # executing an ended run again resumes it
 
     def train(run_config: RunConfig, rid: str, teacher=None) -> None:
-        sinks = [StoreSink(store, rid), *extra_sinks]
+        sinks = [StoreSink(store, rid), *extra_sinks, *(own_sinks if rid == run_id else ())]
         control = StoreControl(store, rid, also=(run_id,) if rid != run_id else ())
         try:
             fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=control)
