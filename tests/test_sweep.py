@@ -201,3 +201,20 @@ def test_the_cli_refuses_bad_searches_before_anything_runs(tmp_path, capsys):
     assert "the database driver is not installed" in capsys.readouterr().err
     assert main(["study"]) == 0 and "no studies" in capsys.readouterr().out
 
+
+def test_the_study_view_widget_shows_the_trials_and_their_figures(swept):
+    from kdlib.widgets import StudyView
+
+    store, study, results = swept
+    view = StudyView("tiny", home=str(store.home))
+    for r in results:
+        assert r.run_id in view.table.value
+    assert "3 trials" in view.summary.value and "maximize" in view.summary.value
+    assert view.metric.value == "val.acc"
+    panels = {t.xaxis for t in view.params_figure.data}
+    assert len(panels) == 2 and {t.name for t in view.params_figure.data} == {"complete"}
+    assert [t.name for t in view.curves_figure.data] == ["trial 0", "trial 1", "trial 2"]
+    view.metric.value = "test.nll"
+    assert view.curves_figure.layout.yaxis.title.text == "test.nll"
+    curves = study_curves(store, store.study_trials("tiny"))
+    assert list(view.curves_figure.data[0].y) == curves["trial 0"]["test.nll"].tolist()
