@@ -264,7 +264,11 @@ def cmd_sweep(args) -> int:
         if trial.error:
             print(f"  error: {trial.error}")
 
-    study = run_sweep(config, section, home=args.home, on_trial=report)
+    try:
+        study = run_sweep(config, section, home=args.home, on_trial=report)
+    except KeyboardInterrupt:
+        print("interrupted: the trial that was training is failed (its run resumable); the study keeps the others")
+        return 130
     try:
         best = study.best_trial
     except ValueError:
