@@ -239,7 +239,7 @@ def _params_text(params: dict) -> str:
 def cmd_sweep(args) -> int:
     import optuna
 
-    from kdlib.sweep import default_direction, parse_search_flags, run_sweep, sweep_section
+    from kdlib.sweep import parse_search_flags, run_sweep, sweep_section
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the lines below say what happened
     config = load_config(args.config, args.overrides)
@@ -250,7 +250,7 @@ def cmd_sweep(args) -> int:
     store = RunStore(args.home)
     print(
         f"study {section.study}: {section.trials} trials over {', '.join(section.search)}, "
-        f"{section.direction or default_direction(section.metric)} {section.metric}  (store: {store.home})"
+        f"{section.direction} {section.metric}  (store: {store.home})"
     )
     outcomes = []
 

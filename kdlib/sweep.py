@@ -180,7 +180,7 @@ def default_direction(metric: str) -> str:
 
 
 def sweep_section(config: RunConfig, **flags: Any) -> SweepSection:
-    """The config's `sweep:` section with command-line flags on top (None: not given).
+    """The config's `sweep:` section with command-line flags on top (None: not given), its direction filled in.
 
     `search` flags add to the section's search; a path searched in both takes the flag's range. Every range
     is checked here, before anything runs.
@@ -204,7 +204,7 @@ def sweep_section(config: RunConfig, **flags: Any) -> SweepSection:
             f"{config.probes.eval_splits}"
         )
     parse_search(section.search, base)
-    return section
+    return section.model_copy(update={"direction": section.direction or default_direction(section.metric)})
 
 
 def default_storage(store: RunStore) -> str:

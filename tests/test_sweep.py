@@ -76,7 +76,10 @@ def test_the_yaml_section_is_no_part_of_a_run_and_flags_override_it():
     assert teacher_key(config) == teacher_key(plain)
     section = sweep_section(config, search={"method.temperature": "log:2:8"}, trials=2, study=None, metric="test.nll")
     assert section.search == {"method.temperature": "log:2:8", "w_kd": "0.2:0.8"}
-    assert (section.trials, section.metric, section.study) == (2, "test.nll", None)
+    assert (section.trials, section.metric, section.direction, section.study) == (2, "test.nll", "minimize", None)
+    assert sweep_section(plain, search=SEARCH).direction == "maximize"  # val.acc
+    with pytest.raises(ConfigError, match="cannot tell whether lr should go up or down"):
+        sweep_section(plain, search=SEARCH, metric="lr")
     with pytest.raises(ConfigError, match="quoted|write it as text"):
         validate_config(tiny_config(sweep={"search": {"temperature": 76}}))  # YAML's reading of 1:16
     with pytest.raises(ConfigError, match="nothing to search"):
