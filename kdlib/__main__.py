@@ -152,6 +152,11 @@ def cmd_validate(args) -> int:
     config = load_config(args.config, args.overrides)
     print(f"# {args.config}: valid")
     print(config.to_yaml(), end="")
+    if config.sweep is not None:  # excluded from the run's own config
+        import yaml
+
+        print("# for `python -m kdlib sweep`, no part of the run:")
+        print(yaml.safe_dump({"sweep": config.sweep.model_dump(exclude_defaults=True)}, sort_keys=False), end="")
     return 0
 
 

@@ -192,6 +192,15 @@ def test_the_cli_sweeps_and_a_second_sweep_joins_the_same_study(tmp_path, capsys
     assert capsys.readouterr().out.startswith("study joint: 3 trials, maximize val.acc; best: trial ")
 
 
+def test_validate_prints_the_sweep_section_apart_from_the_run(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(sweep={"search": {"w_kd": "0.1:0.9"}, "trials": 4})))
+    assert main(["validate", str(config)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["sweep"] == {"search": {"w_kd": "0.1:0.9"}, "trials": 4}
+    assert validate_config(printed).to_dict() == validate_config(tiny_config()).to_dict()
+
+
 def test_the_cli_refuses_bad_searches_before_anything_runs(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config()))
