@@ -23,7 +23,7 @@ def _page(key: str, **kw) -> st.Page:
 
 st.navigation(
     {
-        "KD Explorer": [_page("home", default=True), _page("train"), _page("runs")],
+        "KD Explorer": [_page("home", default=True), _page("train"), _page("runs"), _page("sweeps")],
         "Look inside": [_page("inspect"), _page("route"), _page("boundaries"), _page("methods")],
         "Learn": [_page("temperature"), _page("lesson_route"), _page("lesson_pskd"), _page("lesson_wsl")],
     }

@@ -19,6 +19,7 @@ PAGES = {
     "home": ("pages_/home.py", "Home", ":material/home:"),
     "train": ("pages_/train.py", "Train", ":material/play_circle:"),
     "runs": ("pages_/runs.py", "Runs & compare", ":material/table_chart:"),
+    "sweeps": ("pages_/sweeps.py", "Sweeps", ":material/tune:"),
     "boundaries": ("pages_/boundaries.py", "Decision boundaries", ":material/scatter_plot:"),
     "inspect": ("pages_/inspect.py", "Inspect samples", ":material/grain:"),
     "route": ("pages_/route.py", "Teacher route", ":material/route:"),

@@ -1,4 +1,4 @@
-"""The command line: `python -m kdlib run | validate | ls | show | resume | pause | stop | app`."""
+"""The command line: `python -m kdlib run | validate | ls | show | resume | pause | stop | sweep | study | app`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from kdlib.config import ConfigError, load_config
@@ -95,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("run", help="run id")
         _home_arg(sub)
 
+    sweep = commands.add_parser("sweep", help="search hyperparameters: an Optuna study whose trials are runs")
+    _config_args(sweep)
+    sweep.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="PATH=SPEC",
+        help="a searched field, SPEC one of LOW:HIGH, log:LOW:HIGH, int:LOW:HIGH, choice:a,b,c; a bare name is a "
+        "method param, e.g. --search temperature=log:1:16 (repeatable; adds to the config's sweep.search)",
+    )
+    sweep.add_argument("--trials", type=int, help="trials this process runs (default: sweep.trials, else 10)")
+    sweep.add_argument("--study", help="the study's name; sweeps that name the same study and storage add trials to it")
+    sweep.add_argument("--storage", help="an Optuna RDB URL (default: sqlite:///$KDLIB_HOME/studies.sqlite)")
+    sweep.add_argument("--metric", help="the epoch scalar to optimize (default: val.acc)")
+    sweep.add_argument("--direction", choices=["maximize", "minimize"], help="default: from the metric")
+    sweep.add_argument("--pruner", choices=["median", "none"], help="default: median")
+    sweep.add_argument("--seed", type=int, help="seed of the sampler")
+    _home_arg(sweep)
+
+    study = commands.add_parser("study", help="a study's trials: params, state, value, run (default: the latest)")
+    study.add_argument("name", nargs="?", help="the study's name (default: the latest study in the store)")
+    study.add_argument("--storage", help="read the trials of every machine from this Optuna storage instead")
+    study.add_argument("--json", action="store_true", help="machine-readable output")
+    _home_arg(study)
+
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("run")
     _home_arg(worker)
@@ -133,6 +159,11 @@ def cmd_validate(args) -> int:
     config = load_config(args.config, args.overrides)
     print(f"# {args.config}: valid")
     print(config.to_yaml(), end="")
+    if config.sweep is not None:  # excluded from the run's own config
+        import yaml
+
+        print("# for `python -m kdlib sweep`, no part of the run:")
+        print(yaml.safe_dump({"sweep": config.sweep.model_dump(exclude_defaults=True)}, sort_keys=False), end="")
     return 0
 
 
@@ -239,6 +270,92 @@ def cmd_control(args) -> int:
     return 0
 
 
+def _params_text(params: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def cmd_sweep(args) -> int:
+    import optuna
+
+    from kdlib.sweep import parse_search_flags, run_sweep, sweep_section
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the lines below say what happened
+    config = load_config(args.config, args.overrides)
+    flags = {k: getattr(args, k) for k in ("trials", "study", "storage", "metric", "direction", "pruner", "seed")}
+    section = sweep_section(config, search=parse_search_flags(args.search), **flags)
+    if section.study is None:
+        section = section.model_copy(update={"study": f"{Path(args.config).stem}-{datetime.now():%Y%m%d-%H%M%S}"})
+    store = RunStore(args.home)
+    print(
+        f"study {section.study}: {section.trials} trials over {', '.join(section.search)}, "
+        f"{section.direction} {section.metric}  (store: {store.home})"
+    )
+    outcomes = []
+
+    def report(trial) -> None:
+        outcomes.append(trial.state)
+        value = "" if trial.value is None else f"{section.metric}={trial.value:.4f}"
+        run = f"run {trial.run_id}" if trial.run_id else ""
+        print(
+            f"trial {trial.number}  {_params_text(trial.params)}  {value}  {trial.state}  {run}".replace("    ", "  ")
+        )
+        if trial.error:
+            print(f"  error: {trial.error}")
+
+    try:
+        study = run_sweep(config, section, home=args.home, on_trial=report)
+    except KeyboardInterrupt:
+        print("interrupted: the trial that was training is failed (its run resumable); the study keeps the others")
+        return 130
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no trial of the study has completed yet")
+    else:
+        where = best.user_attrs.get("run_id", "?")
+        if best.user_attrs.get("home") not in (None, str(store.home)):
+            where += f" (in {best.user_attrs.get('host')}:{best.user_attrs['home']})"
+        print(f"best: trial {best.number}  {section.metric}={best.value:.4f}  {_params_text(best.params)}  run {where}")
+    return 0 if any(state != "failed" for state in outcomes) else 1
+
+
+def cmd_study(args) -> int:
+    from kdlib.views import best_trial, study_summary
+
+    store = RunStore(args.home)
+    if args.storage:
+        from kdlib.sweep import storage_trials
+
+        if not args.name:
+            raise ConfigError("study: name the study to read from --storage")
+        try:
+            frame, name = storage_trials(args.name, args.storage), args.name
+        except KeyError:
+            raise ConfigError(f"study: {args.storage} has no study {args.name!r}") from None
+        header = f"study {name}: {len(frame)} trials in {args.storage}"
+    else:
+        studies = store.studies()
+        if not studies:
+            print(f"no studies in {store.home} yet; start one with `python -m kdlib sweep CONFIG --search ...`")
+            return 0
+        name = args.name or studies[0]
+        if name not in studies:
+            raise RunNotFound(f"no study {name!r} in {store.home}; it has: {', '.join(studies)}")
+        frame = study_summary(store, name)
+        best = best_trial(frame)
+        header = f"study {name}: {len(frame)} trials, {frame.direction.iloc[0]} {frame.metric.iloc[0]}" + (
+            f"; best: trial {best.trial} ({best.value:.4f}, run {best.run_id})" if best is not None else ""
+        )
+        frame = frame.drop(columns=["name", "metric", "direction"])
+    if args.json:
+        rows = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        print(json.dumps({"study": name, "trials": rows}, indent=1, default=str))
+    else:
+        print(header)
+        print(frame.round(4).to_string(index=False))
+    return 0
+
+
 def cmd_worker(args) -> int:
     from kdlib.runner import execute
 
@@ -282,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         "worker": cmd_worker,
         "app": cmd_app,
         "reference": cmd_reference,
+        "sweep": cmd_sweep,
+        "study": cmd_study,
     }
     try:
         return handlers[args.command](args)

@@ -6,6 +6,8 @@
     method:    {name: kd, temperature: 4, w_kd: 0.9}     a method and its params; each coefficient
                                                          may follow a schedule (kdlib.schedules)
     optimizer, lr_schedule, epochs, batch_size, seed, device, probes, output
+    sweep:     {search: {temperature: "log:1:16"}}       a hyperparameter search over this config
+                                                         (kdlib.sweep); not part of any run
 
 The data, model and method sections are validated against the params class of the registry
 entry they name, so a typo in a name or a key is refused with the path of the field and the
@@ -21,7 +23,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kdlib.spec import Section, Spec
@@ -166,6 +176,51 @@ class OutputSection(Section):
     )
 
 
+class SweepSection(Section):
+    """A hyperparameter search over the config it sits in (`python -m kdlib sweep`); no part of a run."""
+
+    search: dict[str, str] = Field(
+        default_factory=dict,
+        description="config path -> range: `LOW:HIGH` (uniform; integers when both are written without a dot), "
+        "`log:LOW:HIGH` (log-uniform), `int:LOW:HIGH`, `choice:a,b,c`; a bare name is a method param "
+        "(`temperature` is `method.temperature`). Quote ranges in YAML: it reads an unquoted 1:16 as a number",
+    )
+    trials: int = Field(10, ge=1, description="trials this process runs (other processes may add to the same study)")
+    metric: str = Field(
+        "val.acc", description="the epoch scalar to optimize; a trial's value is the metric at its last epoch"
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="None: maximize an accuracy, minimize nll, ece and losses"
+    )
+    pruner: Literal["median", "none"] = Field(
+        "median",
+        description="median: stop a trial whose metric after an epoch is worse than the median of earlier "
+        "trials after that epoch (the run ends stopped, the trial pruned)",
+    )
+    study: str | None = Field(
+        None,
+        description="the Optuna study's name; sweeps that name the same study and storage add to it "
+        "(None: the config file's name and the time)",
+    )
+    storage: str | None = Field(
+        None,
+        description="an Optuna RDB URL, e.g. postgresql://user:pass@host/db, that several machines share "
+        "(None: sqlite:///$KDLIB_HOME/studies.sqlite)",
+    )
+    seed: int | None = Field(None, description="seed of the sampler (Optuna's TPE); None: random")
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _ranges_are_text(cls, search: Any) -> Any:
+        for path, spec in (search or {}).items() if isinstance(search, dict) else ():
+            if not isinstance(spec, str):
+                raise ValueError(
+                    f"{path}: {spec!r} is not a range; write it as text, e.g. {path}: '0.1:0.9' (YAML reads an "
+                    "unquoted 1:16 as the number 76)"
+                )
+        return search
+
+
 class RunConfig(TrainingSection):
     """One run: a student trained by a method on a dataset, maybe taught by a teacher."""
 
@@ -188,6 +243,10 @@ class RunConfig(TrainingSection):
     output: OutputSection = Field(
         default_factory=OutputSection,
         description="`name`: the run's name; `route`: keep this run's weights at chosen epochs (see `route` below)",
+    )
+    # exclude: a trial's config (and so the store, the teacher's hash, siblings) never carries the search
+    sweep: SweepSection | None = Field(
+        None, exclude=True, description="a hyperparameter search over this config (see `sweep` below)"
     )
 
     @model_validator(mode="after")
@@ -300,17 +359,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for key in path[:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {} if node.get(key) is None else _fail_override(text, key)
-            node = node[key]
-        node[path[-1]] = value
+        set_path(data, path, value, f"--set {text!r}")
     return data
 
 
-def _fail_override(text: str, key: str):
-    raise ConfigError(f"--set {text!r}: {key!r} is a value, not a section")
+def set_path(data: dict, path: list[str], value: Any, label: str) -> dict:
+    """Put `value` at `path` in plain config data, making sections on the way; `label` names the input in errors."""
+    node = data
+    for key in path[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {} if node.get(key) is None else _fail_override(label, key)
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+def _fail_override(label: str, key: str):
+    raise ConfigError(f"{label}: {key!r} is a value, not a section")
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

@@ -14,7 +14,15 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from kdlib.config import LRScheduleSection, OptimizerSection, ProbesSection, RouteSection, RunConfig, TeacherSection
+from kdlib.config import (
+    LRScheduleSection,
+    OptimizerSection,
+    ProbesSection,
+    RouteSection,
+    RunConfig,
+    SweepSection,
+    TeacherSection,
+)
 
 
 def _type_name(annotation) -> str:
@@ -90,7 +98,9 @@ def config_reference() -> str:
                 ("optimizer", OptimizerSection, "Also inside `teacher:` for the teacher's own training."),
                 ("lr_schedule", LRScheduleSection, "Per-step learning-rate decay."),
                 ("teacher.route / output.route", RouteSection, "Which epochs' weights are kept (RCO's anchors, the route view)."),
-                ("probes", ProbesSection, "What is measured besides the loss.")]
+                ("probes", ProbesSection, "What is measured besides the loss."),
+                ("sweep", SweepSection, "A hyperparameter search over the config (`python -m kdlib sweep`, see Sweeps "
+                 "above); no part of any run. Command-line flags override these.")]
     for title, model, intro in sections:
         lines += [f"### {title}", "", intro, ""] + fields_table(model, skip=("model",) if model is TeacherSection else ()) + [""]
     lines += ["### Schedules", "",

@@ -50,11 +50,19 @@ class StoreControl(Control):
             self.store.update_run(self.run_id, status="running")
 
 
-def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = (), processes: Processes = SINGLE) -> str:
+def execute(
+    run_id: str,
+    store: RunStore,
+    extra_sinks: list[Sink] = (),
+    own_sinks: list[Sink] = (),
+    processes: Processes = SINGLE,
+) -> str:
     """Run a registered run in this process (resuming from its checkpoint if it has one); returns its status.
 
-    Under torchrun every process calls this with its `processes`; the first one alone writes to the
-    store, obtains the teacher (training it, in one process, if it is new) and obeys pause and stop.
+    `extra_sinks` also hear the training of a teacher the run needs first (a progress bar); `own_sinks`
+    hear only the run's own (a sweep's pruning). Under torchrun every process calls this with its
+    `processes`; the first one alone writes to the store, obtains the teacher (training it, in one
+    process, if it is new) and obeys pause and stop.
     """
     config = store.config(run_id)
     main = processes.is_main
@@ -62,7 +70,7 @@ def execute(run_id: str, store: RunStore, extra_sinks: list[Sink] = (), processe
         store.update_run(run_id, control="run")  # executing an ended run again resumes it
 
     def train(run_config: RunConfig, rid: str, teacher=None, on: Processes = SINGLE) -> None:
-        sinks = [StoreSink(store, rid), *extra_sinks] if on.is_main else []
+        sinks = [StoreSink(store, rid), *extra_sinks, *(own_sinks if rid == run_id else ())] if on.is_main else []
         control = StoreControl(store, rid, also=(run_id,) if rid != run_id else ()) if on.is_main else None
         try:
             fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=control, processes=on)

@@ -9,6 +9,7 @@ connection per call, so they work from any process or thread while a writer is r
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import secrets
@@ -33,6 +34,11 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL, control TEXT NOT NULL DEFAULT 'run', created REAL NOT NULL, started REAL, ended REAL,
     error TEXT, pid INTEGER, epoch INTEGER, total_epochs INTEGER, steps_per_epoch INTEGER, device TEXT
 );
+CREATE TABLE IF NOT EXISTS study_trials (
+    study TEXT NOT NULL, run_id TEXT NOT NULL, trial INTEGER NOT NULL, params TEXT NOT NULL, state TEXT NOT NULL,
+    value REAL, metric TEXT, direction TEXT
+);
+CREATE INDEX IF NOT EXISTS study_trials_by_study ON study_trials (study, trial);
 CREATE TABLE IF NOT EXISTS metrics (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, scope TEXT NOT NULL,
     epoch INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL
@@ -189,6 +195,39 @@ class RunStore:
             return pd.read_sql_query(
                 "SELECT time, kind, message FROM events WHERE run_id = ? ORDER BY id", db, params=(run_id,)
             )
+
+    # --- studies: hyperparameter sweeps (kdlib.sweep), one run per trial ---------------------
+
+    def add_study_trial(self, study: str, run_id: str, trial: int, params: dict, metric: str, direction: str) -> None:
+        """Record run `run_id` as trial number `trial` of `study`, with the params it was given (state running)."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO study_trials (study, run_id, trial, params, state, metric, direction) "
+                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                (study, run_id, trial, json.dumps(params), metric, direction),
+            )
+
+    def end_study_trial(self, run_id: str, state: str, value: float | None) -> None:
+        """A trial's outcome: state complete, pruned or failed, and its value (the metric at its last epoch)."""
+        with self._connect() as db:
+            db.execute("UPDATE study_trials SET state = ?, value = ? WHERE run_id = ?", (state, value, run_id))
+
+    def studies(self) -> list[str]:
+        """The studies with trials in this store, the one with the newest trial first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT study FROM study_trials GROUP BY study ORDER BY MAX(rowid) DESC").fetchall()
+        return [row["study"] for row in rows]
+
+    def study_trials(self, study: str) -> pd.DataFrame:
+        """One row per trial of `study` whose run is in this store: trial, run_id, name, state, value, status
+        (the run's), metric, direction, then one column per searched param (a config path)."""
+        query = (
+            "SELECT s.trial, s.run_id, r.name, s.state, s.value, r.status, s.metric, s.direction, s.params "
+            "FROM study_trials s JOIN runs r ON r.id = s.run_id WHERE s.study = ? ORDER BY s.trial"
+        )
+        with self._connect() as db:
+            frame = pd.read_sql_query(query, db, params=(study,))
+        return frame.join(pd.DataFrame([json.loads(p) for p in frame.pop("params")], index=frame.index))
 
     # --- metrics ----------------------------------------------------------------------------
 

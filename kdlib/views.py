@@ -129,6 +129,43 @@ def runs_summary(store: RunStore, run_ids: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# --- sweeps: a study's trials side by side --------------------------------------------------------
+
+STUDY_OUTCOMES = {"val.acc": "val_acc", "test.acc": "test_acc", "test.nll": "test_nll", "test.ece": "test_ece"}
+_TRIAL_COLUMNS = {"trial", "run_id", "name", "state", "value", "status", "metric", "direction", "epochs_done"}
+
+
+def study_summary(store: RunStore, study: str) -> pd.DataFrame:
+    """`RunStore.study_trials` (trial, run_id, name, state, value, status, metric, direction, one column per
+    searched param) with each run's epochs done and its last epoch's val/test accuracy, test NLL and ECE."""
+    trials = store.study_trials(study)
+    finals = []
+    for run_id in trials.run_id:
+        epochs = store.epoch_metrics(run_id)
+        last = epochs.iloc[-1] if len(epochs) else pd.Series(dtype=float)
+        finals.append({"epochs_done": len(epochs), **{n: last.get(k, np.nan) for k, n in STUDY_OUTCOMES.items()}})
+    return trials.join(pd.DataFrame(finals, index=trials.index, columns=["epochs_done", *STUDY_OUTCOMES.values()]))
+
+
+def searched_params(trials: pd.DataFrame) -> list[str]:
+    """The searched params (config paths) among a `study_summary`'s columns."""
+    return [c for c in trials.columns if c not in _TRIAL_COLUMNS and c not in STUDY_OUTCOMES.values()]
+
+
+def study_curves(store: RunStore, trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each trial's epoch metrics, labelled `trial N` (for `viz.study_curves_figure`)."""
+    return {f"trial {t}": store.epoch_metrics(r) for t, r in zip(trials.trial, trials.run_id, strict=True)}
+
+
+def best_trial(trials: pd.DataFrame) -> pd.Series | None:
+    """The complete trial with the best value in the study's direction; None before one completes."""
+    complete = trials[trials.state == "complete"].dropna(subset=["value"])
+    if complete.empty:
+        return None
+    values = complete.value.astype(float)
+    return complete.loc[values.idxmax() if complete.direction.iloc[0] == "maximize" else values.idxmin()]
+
+
 def teacher_run_id(store: RunStore, run_id: str) -> str | None:
     """The newest teacher run that trains the teacher of `run_id` (same recipe), if the store has one."""
     from kdlib.teachers import teacher_run_config

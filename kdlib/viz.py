@@ -135,6 +135,43 @@ def compare_curves_figure(curves: dict[str, pd.DataFrame], metric: str, title: s
     )
 
 
+def study_curves_figure(curves: dict[str, pd.DataFrame], metric: str, pruned=(), title: str = "") -> go.Figure:
+    """One epoch curve of `metric` per trial of a study (`compare_curves_figure`); pruned trials dashed."""
+    fig, pruned = compare_curves_figure(curves, metric, title), set(pruned)
+    return fig.for_each_trace(lambda trace: trace.update(line_dash="dash"), selector=lambda t: t.name in pruned)
+
+
+TRIAL_MARKERS = {"complete": ("circle", "#636efa"), "pruned": ("x", "#ef553b"), "running": ("circle-open", "#7f7f7f")}
+
+
+def study_params_figure(trials: pd.DataFrame, params: list[str], title: str = "") -> go.Figure:
+    """Each searched param against the trials' values, one panel per param; a pruned trial's value is its metric
+    where it stopped. `trials` is `kdlib.views.study_summary`."""
+    shown = trials.dropna(subset=["value"]) if "value" in trials else trials
+    if shown.empty or not params:
+        return _empty_figure("no trial has a value yet")
+    fig = _small_multiples(len(params), params)
+    for i, param in enumerate(params):
+        for state, group in shown.groupby("state", sort=True):
+            symbol, color = TRIAL_MARKERS.get(state, ("circle", "#000000"))
+            fig.add_scatter(
+                x=group[param],
+                y=group["value"],
+                mode="markers",
+                name=state,
+                legendgroup=state,
+                showlegend=i == 0,
+                marker={"symbol": symbol, "color": color, "size": 9},
+                customdata=group[["trial", "run_id"]].values,
+                hovertemplate="trial %{customdata[0]}<br>%{x}: %{y:.4g}<br>run %{customdata[1]}<extra></extra>",
+                row=i // 3 + 1,
+                col=i % 3 + 1,
+            )
+    fig.update_yaxes(title_text=shown.metric.iloc[0] if "metric" in shown else "value", col=1)
+    rows = -(-len(params) // 3)
+    return fig.update_layout(title=title or None, height=100 + 260 * rows, legend={"orientation": "h", "y": -0.15})
+
+
 _OUTCOMES = ("test_acc", "test_ece")
 _NOT_DIMENSIONS = {"id", "name", "status"}
 _ALWAYS = {"method", "student"}

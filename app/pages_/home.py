@@ -28,6 +28,7 @@ with cols[0]:
     st.markdown("**Run**")
     link("train", "Train: pick, tune, start, watch")
     link("runs", "Runs & compare: overlay, rank, export")
+    link("sweeps", "Sweeps: a study's trials side by side")
 with cols[1]:
     st.markdown("**Look inside**")
     link("inspect", "Inspect samples")

@@ -13,6 +13,7 @@ from tests.app.conftest import open_page
 PAGES = {
     "train",
     "runs",
+    "sweeps",
     "inspect",
     "route",
     "boundaries",
