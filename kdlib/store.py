@@ -11,6 +11,8 @@ connection per call, so they work from any process or thread while a writer is r
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import queue
 import secrets
@@ -260,14 +262,12 @@ class RunStore:
             "SELECT epoch, dtype, shape, offset FROM samples WHERE run_id = ? AND split = ? AND key = ? ORDER BY epoch",
             (run_id, split, key),
         )
-        epochs, values = [], []
-        for row in rows:
-            path = self.samples_dir(run_id) / f"epoch_{row['epoch']:04d}" / f"{split}.{key}.npy"
-            try:
-                values.append(_read_row(path, np.dtype(row["dtype"]), _shape(row["shape"]), row["offset"], index))
-            except FileNotFoundError:  # truncated by a resumed run since the registry was read
-                continue
-            epochs.append(row["epoch"])
+        folder = self.samples_dir(run_id)
+        files = [
+            (f"{folder}/epoch_{r['epoch']:04d}/{split}.{key}.npy", r["dtype"], r["shape"], r["offset"]) for r in rows
+        ]
+        found = [(r["epoch"], v) for r, v in zip(rows, _read_rows(files, index), strict=True) if v is not None]
+        epochs, values = [e for e, _ in found], [v for _, v in found]
         if values and values[0].ndim:
             return pd.DataFrame(np.stack(values).astype(float), index=pd.Index(epochs, name="epoch"))
         return pd.Series([float(v) for v in values], index=epochs, name=key, dtype=float).rename_axis("epoch")
@@ -376,23 +376,44 @@ def _npy_layout(path: Path) -> tuple[np.dtype, tuple[int, ...], int | None]:
         return dtype, shape, None if fortran_order and len(shape) > 1 else file.tell()
 
 
-def _shape(text: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in text.split(",")) if text else ()
+@functools.cache
+def _layout(dtype: str, shape: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """A registry row's dtype and shape, and the bytes of one sample's values."""
+    dims = tuple(int(n) for n in shape.split(",")) if shape else ()
+    return np.dtype(dtype), dims, np.dtype(dtype).itemsize * math.prod(dims[1:])
 
 
-def _read_row(path: Path, dtype: np.dtype, shape: tuple[int, ...], offset: int | None, index: int) -> np.ndarray:
-    """Row `index` of a `.npy` file read at its byte offset, without mapping or parsing the file."""
-    if offset is None:
-        return np.array(np.load(path, mmap_mode="r")[index])
-    if not -shape[0] <= index < shape[0]:
-        raise IndexError(f"sample {index} is out of range for {shape[0]} samples ({path.name})")
-    row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
-    fd = os.open(path, os.O_RDONLY)
+def _read_rows(files: list[tuple[str, str, str, int | None]], index: int) -> list[np.ndarray | None]:
+    """Sample `index`'s values in each `.npy` file (path, dtype, shape, data offset); None where a file is gone.
+
+    Each is one read at its byte offset, without mapping or parsing the file. All reads are announced
+    to the kernel first (WILLNEED), so on a cold page cache the disk serves them together."""
+    opened = []
     try:
-        data = os.pread(fd, row_bytes, offset + (index % shape[0]) * row_bytes)
+        for path, dtype, shape, offset in files:
+            dtype, dims, row_bytes = _layout(dtype, shape)
+            if not -dims[0] <= index < dims[0]:
+                raise IndexError(f"sample {index} is out of range for {dims[0]} samples ({path})")
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # truncated by a resumed run since the registry was read
+                opened.append(None)
+                continue
+            position = None if offset is None else offset + (index % dims[0]) * row_bytes
+            opened.append((fd, path, dtype, dims, row_bytes, position))
+            if position is not None and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, position, row_bytes, os.POSIX_FADV_WILLNEED)
+        return [None if f is None else _read_row(*f, index) for f in opened]
     finally:
-        os.close(fd)
-    return np.frombuffer(data, dtype).reshape(shape[1:])
+        for f in opened:
+            if f is not None:
+                os.close(f[0])
+
+
+def _read_row(fd, path, dtype, dims, row_bytes, position, index) -> np.ndarray:
+    if position is None:  # a Fortran-ordered array (never written by kdlib): map it
+        return np.array(np.load(path, mmap_mode="r")[index])
+    return np.frombuffer(os.pread(fd, row_bytes, position), dtype).reshape(dims[1:])
 
 
 def compact(values: np.ndarray) -> np.ndarray:

@@ -136,6 +136,8 @@ def test_every_torch_load_is_weights_only():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
                 weights_only = {k.arg: k.value for k in node.keywords}.get("weights_only")
-                loads.append((f"{path.relative_to(ROOT)}:{node.lineno}", ast.unparse(weights_only or ast.Constant(None))))
+                loads.append(
+                    (f"{path.relative_to(ROOT)}:{node.lineno}", ast.unparse(weights_only or ast.Constant(None)))
+                )
     assert loads, "no torch.load found: the test looks in the wrong place"
     assert [where for where, value in loads if value != "True"] == []

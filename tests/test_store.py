@@ -116,8 +116,11 @@ def test_a_store_written_before_the_registry_and_metric_times_still_reads(kdlib_
     run_id = write_run(store, tiny)
     with sqlite3.connect(store.path) as db:  # as an older kdlib left it: folders, no registry rows
         db.execute("DELETE FROM samples")
+    probs = np.asfortranarray(arrays(3)["test.probs"])  # a layout kdlib never writes, read all the same
+    np.save(store.samples_dir(run_id) / "epoch_0003" / "test.probs.npy", probs)
     assert store.trajectory(run_id, "p_true_student", 3).index.tolist() == [0, 1, 2, 3]
     assert store.per_sample_epochs(run_id, split="test", key="probs") == [1, 3]
+    assert store.trajectory(run_id, "probs", 2, split="test").loc[3].tolist() == pytest.approx(probs[2])
 
     with sqlite3.connect(store.path) as db:
         db.execute("DELETE FROM samples")
