@@ -403,17 +403,21 @@ def _read_rows(files: list[tuple[str, str, str, int | None]], index: int) -> lis
             opened.append((fd, path, dtype, dims, row_bytes, position))
             if position is not None and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, position, row_bytes, os.POSIX_FADV_WILLNEED)
-        return [None if f is None else _read_row(*f, index) for f in opened]
+        values = []
+        for entry in opened:
+            if entry is None:
+                values.append(None)
+                continue
+            fd, path, dtype, dims, row_bytes, position = entry
+            if position is None:  # a Fortran-ordered array (kdlib never writes one): map it
+                values.append(np.array(np.load(path, mmap_mode="r")[index]))
+            else:
+                values.append(np.frombuffer(os.pread(fd, row_bytes, position), dtype).reshape(dims[1:]))
+        return values
     finally:
-        for f in opened:
-            if f is not None:
-                os.close(f[0])
-
-
-def _read_row(fd, path, dtype, dims, row_bytes, position, index) -> np.ndarray:
-    if position is None:  # a Fortran-ordered array (never written by kdlib): map it
-        return np.array(np.load(path, mmap_mode="r")[index])
-    return np.frombuffer(os.pread(fd, row_bytes, position), dtype).reshape(dims[1:])
+        for entry in opened:
+            if entry is not None:
+                os.close(entry[0])
 
 
 def compact(values: np.ndarray) -> np.ndarray:
@@ -456,7 +460,7 @@ class StoreSink:
         """Return once everything emitted so far is written (the trainer checkpoints an epoch only then)."""
         written = threading.Event()
         self._queue.put(written)
-        while not written.wait(0.5) and self._thread.is_alive():
+        while self._thread.is_alive() and not written.wait(0.5):
             pass
         self._raise_error()
 
