@@ -15,11 +15,7 @@ from kdlib.store import RunStore
 
 
 def _probs_epochs(store: RunStore, run_id: str, split: str) -> list[int]:
-    return [
-        e
-        for e in store.per_sample_epochs(run_id)
-        if (store.samples_dir(run_id) / f"epoch_{e:04d}" / f"{split}.probs.npy").exists()
-    ]
+    return store.per_sample_epochs(run_id, split=split, key="probs")
 
 
 def bias_variance_of_run(store: RunStore, run_id: str, last: int = 5, split: str = "test") -> pd.DataFrame:

@@ -7,6 +7,7 @@ can write them anywhere: the run store, a progress bar, a list in a test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from time import time as now
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +27,7 @@ class StepLogged:
     epoch: int
     step: int  # global step, counted from the run's first epoch
     scalars: dict[str, float]
+    time: float = field(default_factory=now)  # when the values were produced (the store keeps it)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class EpochEnded:
     step: int
     scalars: dict[str, float]
     per_sample: dict[str, np.ndarray] = field(default_factory=dict)  # "split.key" -> values by dataset index
+    time: float = field(default_factory=now)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,19 @@
 """RunStore: where runs write what they learn and where every view reads it.
 
 One SQLite file in WAL mode (`$KDLIB_HOME/store.sqlite`, default `./runs`) holds the runs (config,
-status, times, error, control flag), their scalar metrics and their events; a folder per run holds
-per-sample arrays (one `.npy` per split, key and epoch, written to a temporary folder and renamed,
-so a reader never sees half an epoch), checkpoints and route weights. Readers open their own
+status, times, error, control flag), their scalar metrics (with the time each was produced), their
+events and a registry of their per-sample arrays; a folder per run holds the arrays themselves (one
+`.npy` per split, key and epoch, written to a temporary folder and renamed, then registered with
+its dtype, shape and data offset, so a reader never sees half an epoch and reads one sample's
+trajectory with one small read per epoch), checkpoints and route weights. Readers open their own
 connection per call, so they work from any process or thread while a writer is running.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import queue
 import secrets
@@ -41,9 +45,14 @@ CREATE TABLE IF NOT EXISTS study_trials (
 CREATE INDEX IF NOT EXISTS study_trials_by_study ON study_trials (study, trial);
 CREATE TABLE IF NOT EXISTS metrics (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, scope TEXT NOT NULL,
-    epoch INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL
+    epoch INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL, time REAL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, id);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL, split TEXT NOT NULL, key TEXT NOT NULL, epoch INTEGER NOT NULL,
+    dtype TEXT NOT NULL, shape TEXT NOT NULL, offset INTEGER,
+    PRIMARY KEY (run_id, split, key, epoch)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL, message TEXT
 );
@@ -65,6 +74,7 @@ class RunStore:
         self.path = self.home / "store.sqlite"
         with self._connect() as db:
             db.executescript(SCHEMA)
+            _add_column(db, "metrics", "time REAL")  # stores made before metrics had their time
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -165,7 +175,7 @@ class RunStore:
         if self.run(run_id)["status"] in ACTIVE:
             self.request(run_id, "stop")
         with self._connect() as db:
-            for table, column in (("metrics", "run_id"), ("events", "run_id"), ("runs", "id")):
+            for table, column in (("metrics", "run_id"), ("events", "run_id"), ("samples", "run_id"), ("runs", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
@@ -232,8 +242,10 @@ class RunStore:
     # --- metrics ----------------------------------------------------------------------------
 
     def metrics(self, run_id: str, scope: str | None = None, since_id: int = 0) -> pd.DataFrame:
-        """Scalars in long form (id, scope, epoch, step, key, value); `since_id` follows a live run."""
-        query = "SELECT id, scope, epoch, step, key, value FROM metrics WHERE run_id = ? AND id > ?"
+        """Scalars in long form (id, scope, epoch, step, key, value, time); `since_id` follows a live run.
+
+        `time` is when the run produced the value (seconds since the epoch; empty for older stores)."""
+        query = "SELECT id, scope, epoch, step, key, value, time FROM metrics WHERE run_id = ? AND id > ?"
         params: tuple = (run_id, since_id)
         if scope:
             query, params = query + " AND scope = ?", (*params, scope)
@@ -259,40 +271,86 @@ class RunStore:
     def samples_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "samples"
 
-    def per_sample_epochs(self, run_id: str) -> list[int]:
-        folder = self.samples_dir(run_id)
-        if not folder.exists():
-            return []
-        return sorted(int(p.name.split("_")[1]) for p in folder.glob("epoch_*") if not p.name.endswith(".tmp"))
+    def per_sample_epochs(self, run_id: str, split: str | None = None, key: str | None = None) -> list[int]:
+        """Epochs with per-sample arrays (of `split`, and of `key` in it, when given)."""
+        query, params = "SELECT DISTINCT epoch FROM samples WHERE run_id = ?", (run_id,)
+        for column, value in (("split", split), ("key", key)):
+            if value is not None:
+                query, params = query + f" AND {column} = ?", (*params, value)
+        return [row[0] for row in self._registered(run_id, query + " ORDER BY epoch", params)]
 
     def per_sample(self, run_id: str, epoch: int, split: str = "train") -> dict[str, np.ndarray]:
         """The per-sample arrays of one epoch, by key; values are indexed by dataset index."""
-        folder = self.samples_dir(run_id) / f"epoch_{epoch:04d}"
-        if not folder.exists():
+        rows = self._registered(
+            run_id, "SELECT split, key FROM samples WHERE run_id = ? AND epoch = ?", (run_id, epoch)
+        )
+        if not rows:
             raise KeyError(
                 f"run {run_id} has no per-sample values for epoch {epoch}; "
                 f"it has epochs {self.per_sample_epochs(run_id)}"
             )
-        return {p.stem.split(".", 1)[1]: np.load(p, mmap_mode="r") for p in sorted(folder.glob(f"{split}.*.npy"))}
+        folder = self.samples_dir(run_id) / f"epoch_{epoch:04d}"
+        keys = sorted(row["key"] for row in rows if row["split"] == split)
+        return {key: np.load(folder / f"{split}.{key}.npy", mmap_mode="r") for key in keys}
 
-    def trajectory(self, run_id: str, key: str, index: int, split: str = "train") -> pd.Series:
-        """One sample's value of `key` at every recorded epoch."""
-        values = {}
-        for epoch in self.per_sample_epochs(run_id):
-            path = self.samples_dir(run_id) / f"epoch_{epoch:04d}" / f"{split}.{key}.npy"
-            if path.exists():
-                values[epoch] = float(np.load(path, mmap_mode="r")[index])
-        return pd.Series(values, name=key, dtype=float).rename_axis("epoch")
+    def trajectory(self, run_id: str, key: str, index: int, split: str = "train") -> pd.Series | pd.DataFrame:
+        """One sample's value of `key` at every recorded epoch: a Series by epoch, or for arrays of more
+        than one value per sample (`probs`) a frame, one row per epoch. One small read per epoch file."""
+        rows = self._registered(
+            run_id,
+            "SELECT epoch, dtype, shape, offset FROM samples WHERE run_id = ? AND split = ? AND key = ? ORDER BY epoch",
+            (run_id, split, key),
+        )
+        folder = self.samples_dir(run_id)
+        files = [
+            (f"{folder}/epoch_{r['epoch']:04d}/{split}.{key}.npy", r["dtype"], r["shape"], r["offset"]) for r in rows
+        ]
+        found = [(r["epoch"], v) for r, v in zip(rows, _read_rows(files, index), strict=True) if v is not None]
+        epochs, values = [e for e, _ in found], [v for _, v in found]
+        if values and values[0].ndim:
+            return pd.DataFrame(np.stack(values).astype(float), index=pd.Index(epochs, name="epoch"))
+        return pd.Series([float(v) for v in values], index=epochs, name=key, dtype=float).rename_axis("epoch")
 
     def write_per_sample(self, run_id: str, epoch: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write an epoch's arrays to a temporary folder, rename it into place, then register them."""
         final = self.samples_dir(run_id) / f"epoch_{epoch:04d}"
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for key, values in arrays.items():
-            np.save(tmp / f"{key}.npy", compact(values))
+        for name, values in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(compact(values)))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        self._register(run_id, [final])
+
+    def _register(self, run_id: str, folders: list[Path]) -> None:
+        """Enter the arrays of epoch folders in the registry (their dtype, shape and data offset)."""
+        rows = []
+        for folder in folders:
+            epoch = int(folder.name.removeprefix("epoch_"))
+            for path in folder.glob("*.npy"):
+                split, key = path.stem.split(".", 1)
+                dtype, shape, offset = _npy_layout(path)
+                rows.append((run_id, split, key, epoch, dtype.str, ",".join(map(str, shape)), offset))
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _registered(self, run_id: str, query: str, params: tuple) -> list[sqlite3.Row]:
+        """Rows of the registry; a run written before the registry existed is registered from its folders first."""
+        with self._connect() as db:
+            rows = db.execute(query, params).fetchall()
+            if rows or db.execute("SELECT 1 FROM samples WHERE run_id = ? LIMIT 1", (run_id,)).fetchone():
+                return rows
+        folders = self._epoch_folders(run_id)
+        if not folders:
+            return rows
+        self._register(run_id, folders)
+        with self._connect() as db:
+            return db.execute(query, params).fetchall()
+
+    def _epoch_folders(self, run_id: str) -> list[Path]:
+        folder = self.samples_dir(run_id)
+        return sorted(p for p in folder.glob("epoch_*") if not p.name.endswith(".tmp")) if folder.exists() else []
 
     def save_analysis(self, run_id: str, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Keep an analysis of a run (a frame) beside it; `analysis(run_id, name)` reads it back."""
@@ -312,12 +370,17 @@ class RunStore:
 
     def truncate(self, run_id: str, from_epoch: int) -> None:
         """Forget what a run wrote for `from_epoch` on: a resumed run writes it again."""
+        self.per_sample_epochs(run_id)  # registers the epochs kept of a run written before the registry
+        # folders go before their rows: a reader never finds a run without rows but with stale folders
+        for folder in self._epoch_folders(run_id):
+            if int(folder.name.removeprefix("epoch_")) >= from_epoch:
+                shutil.rmtree(folder)
         with self._connect() as db:
             # from epoch 0 the run starts over, its preparation phase (epoch -1) included
-            db.execute("DELETE FROM metrics WHERE run_id = ? AND epoch >= ?", (run_id, from_epoch if from_epoch else -1))
-        for epoch in self.per_sample_epochs(run_id):
-            if epoch >= from_epoch:
-                shutil.rmtree(self.samples_dir(run_id) / f"epoch_{epoch:04d}")
+            db.execute(
+                "DELETE FROM metrics WHERE run_id = ? AND epoch >= ?", (run_id, from_epoch if from_epoch else -1)
+            )
+            db.execute("DELETE FROM samples WHERE run_id = ? AND epoch >= ?", (run_id, from_epoch))
 
 
 def _alive(pid: int) -> bool:
@@ -332,6 +395,68 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
+    if column.split()[0] not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        except sqlite3.OperationalError as error:  # another process added it first
+            if "duplicate column" not in str(error):
+                raise
+
+
+def _npy_layout(path: Path) -> tuple[np.dtype, tuple[int, ...], int | None]:
+    """dtype, shape and the byte offset of the data of a `.npy` file (None for a Fortran-ordered array)."""
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(file)
+        return dtype, shape, None if fortran_order and len(shape) > 1 else file.tell()
+
+
+@functools.cache
+def _layout(dtype: str, shape: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """A registry row's dtype and shape, and the bytes of one sample's values."""
+    dims = tuple(int(n) for n in shape.split(",")) if shape else ()
+    return np.dtype(dtype), dims, np.dtype(dtype).itemsize * math.prod(dims[1:])
+
+
+def _read_rows(files: list[tuple[str, str, str, int | None]], index: int) -> list[np.ndarray | None]:
+    """Sample `index`'s values in each `.npy` file (path, dtype, shape, data offset); None where a file is gone.
+
+    Each is one read at its byte offset, without mapping or parsing the file. All reads are announced
+    to the kernel first (WILLNEED), so on a cold page cache the disk serves them together."""
+    opened = []
+    try:
+        for path, dtype, shape, offset in files:
+            dtype, dims, row_bytes = _layout(dtype, shape)
+            if not -dims[0] <= index < dims[0]:
+                raise IndexError(f"sample {index} is out of range for {dims[0]} samples ({path})")
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # truncated by a resumed run since the registry was read
+                opened.append(None)
+                continue
+            position = None if offset is None else offset + (index % dims[0]) * row_bytes
+            opened.append((fd, path, dtype, dims, row_bytes, position))
+            if position is not None and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, position, row_bytes, os.POSIX_FADV_WILLNEED)
+        values = []
+        for entry in opened:
+            if entry is None:
+                values.append(None)
+                continue
+            fd, path, dtype, dims, row_bytes, position = entry
+            if position is None:  # a Fortran-ordered array (kdlib never writes one): map it
+                values.append(np.array(np.load(path, mmap_mode="r")[index]))
+            else:
+                values.append(np.frombuffer(os.pread(fd, row_bytes, position), dtype).reshape(dims[1:]))
+        return values
+    finally:
+        for entry in opened:
+            if entry is not None:
+                os.close(entry[0])
 
 
 def compact(values: np.ndarray) -> np.ndarray:
@@ -370,6 +495,14 @@ class StoreSink:
             self._thread.join()
         self._raise_error()
 
+    def flush(self) -> None:
+        """Return once everything emitted so far is written (the trainer checkpoints an epoch only then)."""
+        written = threading.Event()
+        self._queue.put(written)
+        while self._thread.is_alive() and not written.wait(0.5):
+            pass
+        self._raise_error()
+
     def _raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
@@ -378,8 +511,12 @@ class StoreSink:
     def _write_all(self) -> None:
         db = sqlite3.connect(self.store.path, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # no fsync per commit: a killed process loses nothing committed
         try:
             while (event := self._queue.get()) is not None:
+                if isinstance(event, threading.Event):
+                    event.set()
+                    continue
                 try:
                     self._write(db, event)
                 except BaseException as error:  # noqa: BLE001 - handed to the training thread
@@ -387,11 +524,14 @@ class StoreSink:
         finally:
             db.close()
 
-    def _scalars(self, db, scope: str, epoch: int, step: int, scalars: dict[str, float]) -> None:
+    def _scalars(self, db, scope: str, event: StepLogged | EpochEnded) -> None:
         with db:
             db.executemany(
-                "INSERT INTO metrics (run_id, scope, epoch, step, key, value) VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.run_id, scope, epoch, step, k, float(v)) for k, v in scalars.items()],
+                "INSERT INTO metrics (run_id, scope, epoch, step, key, value, time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (self.run_id, scope, event.epoch, event.step, k, float(v), event.time)
+                    for k, v in event.scalars.items()
+                ],
             )
 
     def _write(self, db, event: Event) -> None:
@@ -410,11 +550,11 @@ class StoreSink:
             )
             self.store.log_event(self.run_id, "started", f"epoch {event.start_epoch} on {event.device}")
         elif isinstance(event, StepLogged):
-            self._scalars(db, "step", event.epoch, event.step, event.scalars)
+            self._scalars(db, "step", event)
         elif isinstance(event, EpochEnded):
             if event.per_sample:  # arrays first: whoever sees the epoch's scalars finds its arrays
                 self.store.write_per_sample(self.run_id, event.epoch, event.per_sample)
-            self._scalars(db, "epoch", event.epoch, event.step, event.scalars)
+            self._scalars(db, "epoch", event)
         elif isinstance(event, CheckpointSaved):
             self.store.update_run(self.run_id, epoch=event.epoch)
         elif isinstance(event, RunEnded):

@@ -166,8 +166,12 @@ def fit(
         for sink in sinks:
             sink.emit(event)
 
+    def written() -> None:  # sinks that write in the background (the store) have a flush
+        for sink in sinks:
+            getattr(sink, "flush", lambda: None)()
+
     try:
-        student = _train(config, run_dir, emit, teacher, control, processes)
+        student = _train(config, run_dir, emit, teacher, control, processes, written)
     except StopRequested:
         emit(RunEnded("stopped"))
         return None
@@ -183,17 +187,22 @@ class Checkpointer:
 
     The state is cloned first, so training that goes on cannot change what is being written.
     `on_saved(epoch)` is called from the training thread once a checkpoint is on disk: when the
-    next one is asked for, or at `close()`.
+    next one is asked for, or at `close()`. `before_save()` runs first in the writing thread: the
+    sinks finish recording the epoch, so a run killed at any moment resumes with nothing missing.
     """
 
-    def __init__(self, on_saved: Callable[[int], None]) -> None:
+    def __init__(self, on_saved: Callable[[int], None], before_save: Callable[[], None] = lambda: None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdlib-checkpoint")
         self._pending: tuple[int, Future] | None = None
-        self._on_saved = on_saved
+        self._on_saved, self._before_save = on_saved, before_save
 
     def save(self, epoch: int, state: dict, path: Path) -> None:
         self.wait()
-        self._pending = (epoch, self._pool.submit(save_atomic, _clone(state), path))
+        self._pending = (epoch, self._pool.submit(self._save, _clone(state), path))
+
+    def _save(self, state: dict, path: Path) -> None:
+        self._before_save()
+        save_atomic(state, path)
 
     def wait(self) -> None:
         if self._pending is not None:
@@ -220,7 +229,13 @@ def _clone(value):
 
 
 def _train(
-    config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, control: Control, processes: Processes
+    config: RunConfig,
+    run_dir: Path,
+    emit,
+    teacher: TeacherSource,
+    control: Control,
+    processes: Processes,
+    written: Callable[[], None],
 ) -> nn.Module:
     if processes.active and not METHODS.get(config.method.name).runs_on_several_processes:
         raise ValueError(
@@ -271,7 +286,7 @@ def _train(
     emit(RunStarted(config.epochs, start_epoch, steps_per_epoch, str(device), len(data.train)))
     distiller.prepare(lambda search_step, values: emit(StepLogged(-1, search_step, values)))
     generator = torch.Generator()
-    checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(checkpoint_path))))
+    checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(checkpoint_path))), written)
     log_every, step = config.probes.log_every, start_epoch * steps_per_epoch
     try:
         for epoch in range(start_epoch, config.epochs):

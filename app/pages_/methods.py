@@ -57,7 +57,7 @@ if "domain" in views:
         "On the labelled source the student learns the true class; on the unlabelled target only its confidence "
         "can be seen. Adaptation should move the target's histogram toward the source's."
     )
-    epochs = [e for e in store.per_sample_epochs(run_id) if store.per_sample(run_id, e, "target")]
+    epochs = store.per_sample_epochs(run_id, split="target")
     epoch = epoch_slider(epochs, key=f"methods-epoch-{run_id}")
     st.plotly_chart(viz.domain_confidence_figure(domain_confidence(store, run_id, epoch)), key="methods-domain")
 link("inspect", "Its samples in Inspect", run=run_id)

@@ -39,7 +39,7 @@ if not has_route(store, run_id):
     link("train", "Train an RCO run, which follows the route", data="toy2d", method="rco")
     st.stop()
 
-epochs = [e for e in store.per_sample_epochs(run_id) if store.per_sample(run_id, e, "probe")]
+epochs = store.per_sample_epochs(run_id, split="probe")
 if not epochs:
     st.info("The student has not finished an epoch yet: it appears on the route after its first.")
     st.stop()

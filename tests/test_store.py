@@ -1,0 +1,128 @@
+"""The store's per-sample registry, trajectory reads, metric times, and stores written by older versions."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdlib.events import EpochEnded, RunStarted, StepLogged
+from kdlib.store import RunStore, StoreSink
+
+
+def arrays(epoch: int, n: int = 50, classes: int = 4) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(epoch)
+    found = {
+        "train.p_true_student": rng.random(n),
+        "train.label": np.arange(n) % classes,
+        "test.p_true": rng.random(n // 2),
+    }
+    if epoch % 2:  # full probabilities at a stride, as with probes.probs_every: 2
+        found["test.probs"] = rng.dirichlet(np.ones(classes), n // 2)
+    return found
+
+
+def write_run(store: RunStore, tiny, epochs: int = 4) -> str:
+    run_id = store.create_run(tiny(epochs=epochs))
+    sink = StoreSink(store, run_id)
+    sink.emit(RunStarted(epochs, 0, 2, "cpu", 50))
+    for epoch in range(epochs):
+        sink.emit(StepLogged(epoch, 2 * epoch + 1, {"train.loss": 1.0 / (epoch + 1)}))
+        sink.emit(EpochEnded(epoch, 2 * epoch + 2, {"test.acc": 0.5}, arrays(epoch)))
+    sink.close()
+    return run_id
+
+
+def test_per_sample_arrays_are_registered_and_read_back_one_sample_at_a_time(tiny):
+    store = RunStore()
+    run_id = write_run(store, tiny)
+    assert store.per_sample_epochs(run_id) == [0, 1, 2, 3]
+    assert store.per_sample_epochs(run_id, split="test", key="probs") == [1, 3]
+    with sqlite3.connect(store.path) as db:
+        layout = pd.read_sql_query("SELECT dtype, shape FROM samples WHERE key = 'probs'", db)
+    assert layout.to_dict("list") == {"dtype": ["<f2", "<f2"], "shape": ["25,4", "25,4"]}
+
+    fresh = RunStore(store.home)  # nothing cached in Python
+    epoch_2 = fresh.per_sample(run_id, 2)
+    assert sorted(epoch_2) == ["label", "p_true_student"]
+    assert np.array_equal(epoch_2["p_true_student"], arrays(2)["train.p_true_student"].astype(np.float16))
+
+    trajectory = fresh.trajectory(run_id, "p_true_student", 7)
+    expected = [np.float16(arrays(e)["train.p_true_student"][7]) for e in range(4)]
+    assert trajectory.index.tolist() == [0, 1, 2, 3] and trajectory.tolist() == pytest.approx(expected)
+    assert fresh.trajectory(run_id, "label", -1).tolist() == [1.0] * 4  # numpy's negative indices
+
+    probs = fresh.trajectory(run_id, "probs", 3, split="test")  # [epochs, classes]
+    assert probs.shape == (2, 4) and probs.index.tolist() == [1, 3]
+    assert probs.loc[3].to_numpy() == pytest.approx(arrays(3)["test.probs"][3], abs=1e-3)
+    assert fresh.trajectory(run_id, "nope", 0).empty
+    with pytest.raises(IndexError):
+        fresh.trajectory(run_id, "p_true_student", 50)
+    with pytest.raises(KeyError, match=r"epochs \[0, 1, 2, 3\]"):
+        fresh.per_sample(run_id, 9)
+
+
+def test_truncate_forgets_folders_and_registry_rows_from_an_epoch_on(tiny):
+    store = RunStore()
+    run_id = write_run(store, tiny)
+    store.truncate(run_id, 2)
+    assert store.per_sample_epochs(run_id) == [0, 1]
+    assert sorted(p.name for p in store.samples_dir(run_id).iterdir()) == ["epoch_0000", "epoch_0001"]
+    assert list(store.epoch_metrics(run_id).index) == [0, 1]
+    store.delete_run(run_id)
+    assert store.per_sample_epochs(run_id) == []
+
+
+def test_metrics_carry_the_time_they_were_produced(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny())
+    produced = time.time() - 5  # an event made 5 s before the writer saw it
+    sink = StoreSink(store, run_id)
+    sink.emit(StepLogged(0, 1, {"train.loss": 1.0}, time=produced))
+    sink.emit(StepLogged(0, 2, {"train.loss": 0.9}))
+    sink.flush()  # written once flush returns
+    times = store.metrics(run_id).time.tolist()
+    assert times[0] == pytest.approx(produced) and time.time() - 5 < times[1] <= time.time()
+    sink.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, method TEXT, config TEXT NOT NULL,
+    status TEXT NOT NULL, control TEXT NOT NULL DEFAULT 'run', created REAL NOT NULL, started REAL, ended REAL,
+    error TEXT, pid INTEGER, epoch INTEGER, total_epochs INTEGER, steps_per_epoch INTEGER, device TEXT
+);
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, scope TEXT NOT NULL,
+    epoch INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL, message TEXT
+);
+INSERT INTO metrics (run_id, scope, epoch, step, key, value) VALUES ('old', 'epoch', 0, 2, 'test.acc', 0.5);
+"""
+
+
+def test_a_store_written_before_the_registry_and_metric_times_still_reads(kdlib_home, tiny):
+    kdlib_home.mkdir(parents=True)
+    with sqlite3.connect(kdlib_home / "store.sqlite") as db:
+        db.executescript(OLD_SCHEMA)
+    store = RunStore()  # adds what the old store lacks
+    assert store.metrics("old").time.isna().all() and store.metrics("old").value.tolist() == [0.5]
+
+    run_id = write_run(store, tiny)
+    with sqlite3.connect(store.path) as db:  # as an older kdlib left it: folders, no registry rows
+        db.execute("DELETE FROM samples")
+    probs = np.asfortranarray(arrays(3)["test.probs"])  # a layout kdlib never writes, read all the same
+    np.save(store.samples_dir(run_id) / "epoch_0003" / "test.probs.npy", probs)
+    assert store.trajectory(run_id, "p_true_student", 3).index.tolist() == [0, 1, 2, 3]
+    assert store.per_sample_epochs(run_id, split="test", key="probs") == [1, 3]
+    assert store.trajectory(run_id, "probs", 2, split="test").loc[3].tolist() == pytest.approx(probs[2])
+
+    with sqlite3.connect(store.path) as db:
+        db.execute("DELETE FROM samples")
+    store.truncate(run_id, 3)  # a resumed old run keeps its earlier epochs in the registry
+    assert store.per_sample_epochs(run_id) == [0, 1, 2]
