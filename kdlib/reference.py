@@ -14,7 +14,15 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from kdlib.config import LRScheduleSection, OptimizerSection, ProbesSection, RouteSection, RunConfig, TeacherSection
+from kdlib.config import (
+    LRScheduleSection,
+    OptimizerSection,
+    ProbesSection,
+    RouteSection,
+    RunConfig,
+    TeacherCacheSection,
+    TeacherSection,
+)
 
 
 def _type_name(annotation) -> str:
@@ -87,6 +95,9 @@ def config_reference() -> str:
     lines = ["### Run", "", "The top level of a run config.", ""]
     lines += fields_table(RunConfig, skip=()) + [""]
     sections = [("teacher", TeacherSection, "How the teacher is trained (once, then reused) or loaded."),
+                ("teacher.cache", TeacherCacheSection,
+                 "The frozen teacher's logits on the training split, computed once and kept with the teacher "
+                 "(see *The teacher-output cache* above)."),
                 ("optimizer", OptimizerSection, "Also inside `teacher:` for the teacher's own training."),
                 ("lr_schedule", LRScheduleSection, "Per-step learning-rate decay."),
                 ("teacher.route / output.route", RouteSection, "Which epochs' weights are kept (RCO's anchors, the route view)."),

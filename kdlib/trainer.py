@@ -29,6 +29,7 @@ from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
 from kdlib.probes import RouteProbe, evaluate, first_samples, logit_gradient_stats, predict
+from kdlib.teacher_cache import attach_teacher_cache
 
 
 class StopRequested(Exception):
@@ -113,6 +114,8 @@ class TeacherArtifactLike(Protocol):
 
     def build_route(self, data: DataBundle, epoch: int) -> nn.Module: ...
 
+    def outputs_file(self, key: dict, epoch: int | None = None) -> Path: ...
+
 
 TeacherSource = nn.Module | TeacherArtifactLike | None
 
@@ -193,10 +196,12 @@ def _train(config: RunConfig, run_dir: Path, emit, teacher: TeacherSource, contr
     seed_everything(config.seed)
     data = load_data(config.data).to(device)
     student = build_model(config.student, data.input_shape, data.num_classes).to(device)
+    source = teacher  # the artifact (or module): where the teacher-output cache is kept
     teacher, route = _resolve_teacher(teacher, data, device)
+    teacher_outputs, route = attach_teacher_cache(config, source, teacher, route, data, device)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route,
-                            data.target_train)
+                            data.target_train, teacher_outputs)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
     distiller.watch_gradients = config.probes.grad_stats
     optimizer = make_optimizer(config.optimizer, list(student.parameters()) + distiller.extra_parameters())

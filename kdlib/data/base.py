@@ -6,6 +6,8 @@ Two kinds of split share one interface:
 - `LoaderSplit`: a torch Dataset behind a DataLoader with workers and pinned memory (large sets,
   random augmentation).
 `index` is the sample's position in its split, so per-sample arrays line up across epochs.
+A `LoaderSplit` with `draws` > 0 limits random augmentation to that many seeded views per sample
+(the teacher-output cache's); its batches then carry `draw`, the view each sample got.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ class Batch:
     x: Tensor
     y: Tensor
     index: Tensor
+    draw: Tensor | None = None  # which seeded augmentation view each sample is (LoaderSplit.draws)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.x, self.y, self.index)))
+        moved = (None if t is None else t.to(device, non_blocking=non_blocking) for t in (self.x, self.y, self.index, self.draw))
+        return Batch(*moved)
 
     def __len__(self) -> int:
         return self.y.shape[0]
@@ -69,8 +73,20 @@ class TensorSplit:
             yield Batch(self.x[rows], self.y[rows], rows)
 
 
+def draw_seed(index: int, draw: int) -> int:
+    """The torch seed of augmentation view `draw` (< 256) of sample `index`: fixed, so every run sees the same views.
+
+    Torch's CPU generator keeps 32 bits of a seed; within them a sample's views never share one.
+    """
+    return (index * 256 + draw) % 2**32
+
+
 class _Indexed(Dataset):
-    """Adds the dataset index to whatever `(x, y)` the wrapped dataset returns."""
+    """Adds the dataset index to whatever `(x, y)` the wrapped dataset returns.
+
+    A key `(index, draw)` asks for a seeded augmentation view: torch's generator (which torchvision's
+    random transforms draw from) is seeded for that pair, and restored afterwards.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -78,9 +94,15 @@ class _Indexed(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int):
-        x, y = self.dataset[i]
-        return x, y, i
+    def __getitem__(self, key: int | tuple[int, int]):
+        if isinstance(key, int):
+            x, y = self.dataset[key]
+            return x, y, key
+        i, draw = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(draw_seed(i, draw))
+            x, y = self.dataset[i]
+        return x, y, i, draw
 
 
 @dataclass
@@ -91,6 +113,7 @@ class LoaderSplit:
     targets: Tensor
     num_workers: int = 2
     pin_memory: bool = True
+    draws: int = 0  # > 0: each sample has this many seeded augmentation views; each pass picks one per sample
     _loaders: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -106,19 +129,28 @@ class LoaderSplit:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        draw: int | None = None,
     ) -> Iterator[Batch]:
+        """Batches in order or shuffled; with `draws` (or a fixed `draw`), seeded augmentation views."""
+        keys = None
+        if self.draws or draw is not None:
+            n = len(self)
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            draws = torch.randint(self.draws, (n,), generator=generator) if draw is None else torch.full((n,), draw)
+            keys, shuffle = list(zip(order.tolist(), draws.tolist(), strict=True)), False
         loader = DataLoader(
             _Indexed(self.dataset),
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=keys,
             generator=generator,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=drop_last,
             persistent_workers=False,
         )
-        for x, y, index in loader:
-            yield Batch(x, torch.as_tensor(y).long(), index)
+        for x, y, index, *draw_ids in loader:
+            yield Batch(x, torch.as_tensor(y).long(), index, *draw_ids)
 
 
 Split = TensorSplit | LoaderSplit
