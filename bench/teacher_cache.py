@@ -10,7 +10,7 @@ The three runs of a setting are interleaved (CE, KD cached, KD uncached, repeate
 and compared by their median epoch time; the first epoch of each run is left out (warm-up, and the
 cache's loading). The route probe is off in every run: it is a probe, not training.
 
-    .venv/bin/python bench/teacher_cache.py [--repeats 3] [--epochs 4] [--threads 1]
+    .venv/bin/python bench/teacher_cache.py [--repeats 4] [--epochs 4] [--threads 1]
 
 Last line: `cache_ratio <KD with the cache / CE>`, the worse of the two settings (named above it).
 """
@@ -136,7 +136,7 @@ def bench(name: str, setting: dict, store: RunStore, repeats: int, epochs: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()

@@ -58,9 +58,9 @@ class TeacherOutputs:
 
 def cache_wanted(config: RunConfig, data: DataBundle) -> bool:
     """Whether this run reads its teacher's outputs from the cache (`enabled: true` was checked at validation)."""
-    if config.teacher is None or config.teacher.cache.enabled is False or not METHODS.get(config.method.name).needs_teacher:
+    if config.teacher is None or config.teacher.cache.enabled is False:
         return False
-    if teacher_cache_refusal(config):
+    if not METHODS.get(config.method.name).needs_teacher or teacher_cache_refusal(config):
         return False  # auto: off where the cache could change the results
     cache = config.teacher.cache
     size = len(data.train) * max(cache.augment_draws, 1) * data.num_classes * np.dtype(cache.dtype).itemsize
@@ -68,7 +68,12 @@ def cache_wanted(config: RunConfig, data: DataBundle) -> bool:
 
 
 def attach_teacher_cache(
-    config: RunConfig, source, teacher: nn.Module | None, route: TeacherRoute | None, data: DataBundle, device: torch.device
+    config: RunConfig,
+    source,
+    teacher: nn.Module | None,
+    route: TeacherRoute | None,
+    data: DataBundle,
+    device: torch.device,
 ) -> tuple[TeacherOutputs | None, TeacherRoute | None]:
     """The teacher's cached outputs for this run (None: forward the teacher every step) and the route,
     whose anchors' outputs then come from the cache too. `source` is the artifact (or the module).
@@ -82,30 +87,38 @@ def attach_teacher_cache(
         if not isinstance(data.train, LoaderSplit):
             raise ValueError("teacher.cache.augment_draws: the training split is held in memory, without augmentation")
         data.train.draws = cache.augment_draws
-    data_key = {k: v for k, v in config.data.model_dump(mode="json").items() if k not in _NOT_IN_VALUES}
+    shape = (len(data.train), *((cache.augment_draws,) if cache.augment_draws else ()), data.num_classes)
 
     def outputs(model: Callable[[], nn.Module], epoch: int | None) -> TeacherOutputs:
-        key = {
-            "version": 1,
-            "data": data_key,
-            "split": "train",
-            "model": config.teacher.model.model_dump(mode="json"),
-            "weights": "final" if epoch is None else f"route epoch {epoch}",
-            "dtype": cache.dtype,
-            "augment_draws": cache.augment_draws,
-        }
-        shape = (len(data.train), *((cache.augment_draws,) if cache.augment_draws else ()), data.num_classes)
-        compute = lambda out: _teacher_pass(model(), data.train, out, 2 * config.teacher.batch_size, device)  # noqa: E731
+        def compute(out: np.ndarray) -> None:
+            _teacher_pass(model(), data.train, out, 2 * config.teacher.batch_size, device)
+
         if isinstance(source, nn.Module):
             table = np.empty(shape, dtype=cache.dtype)
             compute(table)
         else:
+            key = cache_key(config, epoch)
             table = load_or_compute(source.outputs_file(key, epoch), key, shape, cache.dtype, compute)
         return TeacherOutputs(table, device)
 
     if route is not None:
-        route = dataclasses.replace(route, outputs=lambda epoch: outputs(lambda: route.load(epoch), epoch))
+        load = route.load
+        route = dataclasses.replace(route, outputs=lambda epoch: outputs(lambda: load(epoch), epoch))
     return outputs(lambda: teacher, None), route
+
+
+def cache_key(config: RunConfig, epoch: int | None) -> dict:
+    """What a cached table depends on: the data as read (its transform included), the split, the
+    teacher's weights (final, or after `epoch` epochs), the dtype and the augmentation draws."""
+    return {
+        "version": 1,
+        "data": {k: v for k, v in config.data.model_dump(mode="json").items() if k not in _NOT_IN_VALUES},
+        "split": "train",
+        "model": config.teacher.model.model_dump(mode="json"),
+        "weights": "final" if epoch is None else f"route epoch {epoch}",
+        "dtype": config.teacher.cache.dtype,
+        "augment_draws": config.teacher.cache.augment_draws,
+    }
 
 
 def load_or_compute(path: Path, key: dict, shape: tuple[int, ...], dtype: str, compute) -> np.ndarray:

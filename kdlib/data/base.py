@@ -32,8 +32,8 @@ class Batch:
     draw: Tensor | None = None  # which seeded augmentation view each sample is (LoaderSplit.draws)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        moved = (None if t is None else t.to(device, non_blocking=non_blocking) for t in (self.x, self.y, self.index, self.draw))
-        return Batch(*moved)
+        tensors = (self.x, self.y, self.index, self.draw)
+        return Batch(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in tensors))
 
     def __len__(self) -> int:
         return self.y.shape[0]
