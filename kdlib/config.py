@@ -130,6 +130,26 @@ class TrainingSection(Section):
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
 
 
+class TeacherCacheSection(Section):
+    enabled: bool | Literal["auto"] = Field(
+        "auto",
+        description="read the frozen teacher's logits on the training split from a cache (computed once per teacher, "
+        "data and weights, stored with the teacher artifact) instead of a teacher forward pass every step. auto: on "
+        "where it changes nothing but time (a method that only reads the teacher's logits of the batch, "
+        "deterministic inputs or augment_draws, a file of at most 1 GiB); true: on, or an error that says why not",
+    )
+    dtype: Literal["float32", "float16"] = Field(
+        "float32", description="float16 halves the file and memory; logits keep about three significant digits"
+    )
+    augment_draws: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="with random augmentation: cache this many seeded augmented views per sample; the student "
+        "then trains on those views only (each epoch draws one per sample). 0: no cache under augmentation",
+    )
+
+
 class TeacherSection(TrainingSection):
     model: ModelSpec = Field(description="the teacher's architecture (a model name and its params)")
     checkpoint: str | None = Field(None, description="load the teacher's weights from this file instead of training it")
@@ -140,6 +160,9 @@ class TeacherSection(TrainingSection):
     )
     route: RouteSection = Field(
         default_factory=RouteSection, description="which epochs of the teacher's training are kept"
+    )
+    cache: TeacherCacheSection = Field(
+        default_factory=TeacherCacheSection, description="the teacher-output cache (see `teacher.cache` below)"
     )
 
 
@@ -260,6 +283,16 @@ class RunConfig(TrainingSection):
             )
         return self
 
+    @model_validator(mode="after")
+    def _teacher_cache_possible(self) -> RunConfig:
+        refusal = teacher_cache_refusal(self)
+        if refusal and (refusal[0] == "augment_draws" or self.teacher.cache.enabled is True):
+            error = InitErrorDetails(
+                type=PydanticCustomError("teacher_cache", refusal[1]), loc=("teacher", "cache", refusal[0]), input=None
+            )
+            raise ValidationError.from_exception_data("teacher cache", [error])
+        return self
+
     def to_dict(self) -> dict:
         return _simplify(self.model_dump(mode="json"))
 
@@ -268,6 +301,49 @@ class RunConfig(TrainingSection):
 
     def run_name(self) -> str:
         return self.output.name or f"{self.method.name} {self.student.name} on {self.data.name}"
+
+
+def random_augmentation(data: Spec) -> str | None:
+    """The field that turns on random augmentation of the data (`data.augment`), or None if it is deterministic.
+
+    A dataset counts as randomly augmented when a field named `augment` is true anywhere in its
+    params (a domain pair's sides included).
+    """
+
+    def find(value: Any, path: str) -> str | None:
+        if isinstance(value, dict):
+            if value.get("augment") is True:
+                return f"{path}.augment"
+            return next((p for k, v in value.items() if (p := find(v, f"{path}.{k}"))), None)
+        return None
+
+    return find(data.model_dump(mode="json"), "data")
+
+
+def teacher_cache_refusal(config: RunConfig) -> tuple[str, str] | None:
+    """Why the teacher-output cache cannot serve this run: (field of teacher.cache, message), or None."""
+    from kdlib.methods import METHODS
+
+    if config.teacher is None or not METHODS.get(config.method.name).needs_teacher:
+        return None  # no teacher is used: nothing to cache
+    cache, augmented = config.teacher.cache, random_augmentation(config.data)
+    if cache.augment_draws and not augmented:
+        return "augment_draws", (
+            f"the training data has no random augmentation, so there are no views to draw; set "
+            f"teacher.cache.augment_draws: 0 (it was {cache.augment_draws})"
+        )
+    if not METHODS.get(config.method.name).uses_teacher_logits_only:
+        return "enabled", (
+            f"method {config.method.name!r} does more with the teacher than read its logits of the training "
+            "batch (its features, its own training, or other inputs), so they cannot come from a cache; "
+            "set teacher.cache.enabled: auto or false"
+        )
+    if augmented and not cache.augment_draws:
+        return "enabled", (
+            f"the training data uses random augmentation ({augmented}: true); set {augmented}: false, or "
+            "teacher.cache.augment_draws: N to cache N augmented views per sample"
+        )
+    return None
 
 
 def _simplify(value: Any) -> Any:

@@ -21,6 +21,7 @@ from kdlib.config import (
     RouteSection,
     RunConfig,
     SweepSection,
+    TeacherCacheSection,
     TeacherSection,
 )
 
@@ -95,6 +96,9 @@ def config_reference() -> str:
     lines = ["### Run", "", "The top level of a run config.", ""]
     lines += fields_table(RunConfig, skip=()) + [""]
     sections = [("teacher", TeacherSection, "How the teacher is trained (once, then reused) or loaded."),
+                ("teacher.cache", TeacherCacheSection,
+                 "The frozen teacher's logits on the training split, computed once and kept with the teacher "
+                 "(see *The teacher-output cache* above)."),
                 ("optimizer", OptimizerSection, "Also inside `teacher:` for the teacher's own training."),
                 ("lr_schedule", LRScheduleSection, "Per-step learning-rate decay."),
                 ("teacher.route / output.route", RouteSection, "Which epochs' weights are kept (RCO's anchors, the route view)."),

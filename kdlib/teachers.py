@@ -1,8 +1,8 @@
 """Teachers as artifacts: trained once per (data, architecture, seed, recipe), then reused.
 
 An artifact is a folder `$KDLIB_HOME/teachers/<hash>/` with `model.pt` (the converged weights),
-`route/epoch_XXXX.pt` (the weights after chosen epochs: RCO's anchors and the route views) and
-`meta.json`. The hash covers everything that changes the weights, nothing else, so every student
+`route/epoch_XXXX.pt` (the weights after chosen epochs: RCO's anchors and the route views),
+`meta.json`, and `outputs/` (the teacher's cached logits on training splits, `kdlib.teacher_cache`). The hash covers everything that changes the weights, nothing else, so every student
 run that names the same teacher recipe finds the artifact and skips training. The teacher's own
 training is a run in the store (kind `teacher`), so its curves can be watched like any other.
 """
@@ -32,6 +32,7 @@ class TeacherArtifact:
     path: Path
     config: RunConfig  # the teacher's model spec lives in config.teacher.model
     route_epochs: list[int]
+    outputs_root: Path | None = None  # a user's checkpoint: where its cached outputs go (not into its folder)
 
     def _model(self, data: DataBundle, weights: Path) -> nn.Module:
         model = build_model(self.config.teacher.model, data.input_shape, data.num_classes)
@@ -44,14 +45,33 @@ class TeacherArtifact:
             ) from None
         return model.eval().requires_grad_(False)
 
+    def weights(self, epoch: int | None = None) -> Path:
+        """The converged weights' file, or the one saved after `epoch` epochs."""
+        if epoch is not None:
+            return self.path / "route" / f"epoch_{epoch:04d}.pt"
+        return self.path / "model.pt" if self.path.is_dir() else self.path
+
     def build(self, data: DataBundle) -> nn.Module:
-        return self._model(data, self.path / "model.pt" if self.path.is_dir() else self.path)
+        return self._model(data, self.weights())
 
     def build_route(self, data: DataBundle, epoch: int) -> nn.Module:
         """The teacher as it was after `epoch` epochs of its training."""
         if epoch not in self.route_epochs:
             raise KeyError(f"the teacher's route has epochs {self.route_epochs}, not {epoch}")
-        return self._model(data, self.path / "route" / f"epoch_{epoch:04d}.pt")
+        return self._model(data, self.weights(epoch))
+
+    def outputs_file(self, key: dict, epoch: int | None = None) -> Path:
+        """Where the outputs cached under `key` for these weights (final, or after `epoch`) live.
+
+        A trained artifact keeps them inside; a user's checkpoint gets a file under
+        `$KDLIB_HOME/teachers/outputs/`, keyed by its weights file (path, size, modification time) too.
+        """
+        if self.outputs_root is None:
+            return self.path / "outputs" / f"{stable_hash(key)}.npy"
+        weights = self.weights(epoch).resolve()
+        stat = weights.stat()
+        identity = {"weights_file": [str(weights), stat.st_size, stat.st_mtime_ns]}
+        return self.outputs_root / f"{stable_hash({**key, **identity})}.npy"
 
     def meta(self) -> dict:
         meta = self.path / "meta.json"
@@ -109,7 +129,7 @@ def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
                 f"teacher.checkpoint: {t.checkpoint} is neither a weights file, a folder with model.pt, "
                 "nor a run id in this store"
             )
-        return TeacherArtifact(path, config, _route_epochs(path))
+        return TeacherArtifact(path, config, _route_epochs(path), store.home / "teachers" / "outputs")
 
     folder = store.home / "teachers" / stable_hash(teacher_key(config))
     folder.parent.mkdir(exist_ok=True)

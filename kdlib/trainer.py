@@ -30,6 +30,7 @@ from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
 from kdlib.probes import RouteProbe, evaluate, first_samples, logit_gradient_stats, predict
+from kdlib.teacher_cache import attach_teacher_cache
 
 
 class StopRequested(Exception):
@@ -141,6 +142,8 @@ class TeacherArtifactLike(Protocol):
 
     def build_route(self, data: DataBundle, epoch: int) -> nn.Module: ...
 
+    def outputs_file(self, key: dict, epoch: int | None = None) -> Path: ...
+
 
 TeacherSource = nn.Module | TeacherArtifactLike | None
 
@@ -251,12 +254,14 @@ def _train(
     student = student.to(memory_format=memory_format)
     if config.compile:
         student.compile()  # in place: state_dict keys, hooks and feature taps stay as they are
+    source = teacher  # the artifact (or module): where the teacher-output cache is kept
     teacher, route = _resolve_teacher(teacher, data, device)
     if teacher is not None:
         teacher = teacher.to(memory_format=_memory_format(config, device, teacher))
+    teacher_outputs, route = attach_teacher_cache(config, source, teacher, route, data, device)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route,
-                            data.target_train)
+                            data.target_train, teacher_outputs)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
     distiller.watch_gradients = config.probes.grad_stats
     trainable = list(student.parameters()) + distiller.extra_parameters()

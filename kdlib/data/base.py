@@ -6,6 +6,8 @@ Two kinds of split share one interface:
 - `LoaderSplit`: a torch Dataset behind a DataLoader with workers and pinned memory (large sets,
   random augmentation).
 `index` is the sample's position in its split, so per-sample arrays line up across epochs.
+A `LoaderSplit` with `draws` > 0 limits random augmentation to that many seeded views per sample
+(the teacher-output cache's); its batches then carry `draw`, the view each sample got.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Batch:
     x: Tensor
     y: Tensor
     index: Tensor
+    draw: Tensor | None = None  # which seeded augmentation view each sample is (LoaderSplit.draws)
 
     def to(
         self,
@@ -38,7 +41,8 @@ class Batch:
         x = self.x.to(device, non_blocking=non_blocking)
         if memory_format is not torch.contiguous_format and x.dim() == 4:
             x = x.contiguous(memory_format=memory_format)
-        return Batch(x, *(t.to(device, non_blocking=non_blocking) for t in (self.y, self.index)))
+        rest = (self.y, self.index, self.draw)
+        return Batch(x, *(None if t is None else t.to(device, non_blocking=non_blocking) for t in rest))
 
     def __len__(self) -> int:
         return self.y.shape[0]
@@ -81,8 +85,20 @@ class TensorSplit:
             yield Batch(self.x[rows], self.y[rows], rows)
 
 
+def draw_seed(index: int, draw: int) -> int:
+    """The torch seed of augmentation view `draw` (< 256) of sample `index`: fixed, so every run sees the same views.
+
+    Torch's CPU generator keeps 32 bits of a seed; within them a sample's views never share one.
+    """
+    return (index * 256 + draw) % 2**32
+
+
 class _Indexed(Dataset):
-    """Adds the dataset index to whatever `(x, y)` the wrapped dataset returns."""
+    """Adds the dataset index to whatever `(x, y)` the wrapped dataset returns.
+
+    A key `(index, draw)` asks for a seeded augmentation view: torch's generator (which torchvision's
+    random transforms draw from) is seeded for that pair, and restored afterwards.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -90,9 +106,15 @@ class _Indexed(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, i: int):
-        x, y = self.dataset[i]
-        return x, y, i
+    def __getitem__(self, key: int | tuple[int, int]):
+        if isinstance(key, int):
+            x, y = self.dataset[key]
+            return x, y, key
+        i, draw = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(draw_seed(i, draw))
+            x, y = self.dataset[i]
+        return x, y, i, draw
 
 
 @dataclass
@@ -103,6 +125,7 @@ class LoaderSplit:
     targets: Tensor
     num_workers: int = 2
     pin_memory: bool = True
+    draws: int = 0  # > 0: each sample has this many seeded augmentation views; each pass picks one per sample
     _loaders: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -119,11 +142,15 @@ class LoaderSplit:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         part: tuple[int, int] = (0, 1),
+        draw: int | None = None,
     ) -> Iterator[Batch]:
-        """As `TensorSplit.batches`; each process loads only its own rows of a batch."""
+        """As `TensorSplit.batches`, each process loading only its own rows of a batch; with `draws`
+        (or a fixed `draw`), seeded augmentation views."""
         loader = DataLoader(
             _Indexed(self.dataset),
-            batch_sampler=_PartOfEachBatch(len(self), batch_size, shuffle, generator, drop_last, part),
+            batch_sampler=_PartOfEachBatch(
+                len(self), batch_size, shuffle, generator, drop_last, part, self.draws, draw
+            ),
             generator=generator,  # the workers' base seed is drawn from it first, as with shuffle=True
             collate_fn=_collate_or_none,
             num_workers=self.num_workers,
@@ -135,22 +162,28 @@ class LoaderSplit:
                 x = self.dataset[0][0]
                 yield Batch(torch.empty((0, *x.shape)), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
                 continue
-            x, y, index = collated
-            yield Batch(x, torch.as_tensor(y).long(), index)
+            x, y, index, *draw_ids = collated
+            yield Batch(x, torch.as_tensor(y).long(), index, *draw_ids)
 
 
 class _PartOfEachBatch(Sampler):
-    """Dataset indices of each batch, in the order RandomSampler draws them with the same generator."""
+    """Keys of each batch (dataset indices, or (index, view) pairs with seeded augmentation views), in
+    the order RandomSampler draws them with the same generator; `part=(r, n)`: rows r, r+n, ... of each."""
 
-    def __init__(self, size, batch_size, shuffle, generator, drop_last, part) -> None:
+    def __init__(self, size, batch_size, shuffle, generator, drop_last, part, draws=0, draw=None) -> None:
         self.size, self.batch_size, self.shuffle, self.generator = size, batch_size, shuffle, generator
-        self.drop_last, (self.rank, self.parts) = drop_last, part
+        self.drop_last, (self.rank, self.parts), self.draws, self.draw = drop_last, part, draws, draw
 
     def __iter__(self):
         order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
+        keys = order.tolist()
+        if self.draws or self.draw is not None:
+            views = (torch.randint(self.draws, (self.size,), generator=self.generator) if self.draw is None
+                     else torch.full((self.size,), self.draw))
+            keys = list(zip(keys, views.tolist(), strict=True))
         stop = self.size - self.size % self.batch_size if self.drop_last else self.size
         for start in range(0, stop, self.batch_size):
-            yield order[start : start + self.batch_size][self.rank :: self.parts].tolist()
+            yield keys[start : start + self.batch_size][self.rank :: self.parts]
 
     def __len__(self) -> int:
         return self.size // self.batch_size if self.drop_last else math.ceil(self.size / self.batch_size)

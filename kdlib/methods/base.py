@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from kdlib.data.base import Batch, Split
 from kdlib.registry import Registry
 from kdlib.schedules import as_schedule
 from kdlib.spec import Spec
+
+if TYPE_CHECKING:
+    from kdlib.teacher_cache import TeacherOutputs
 
 METHODS: Registry = Registry("method")
 
@@ -38,6 +41,7 @@ class TeacherRoute:
 
     epochs: list[int]
     load: Callable[[int], nn.Module]  # eval mode, frozen, on the run's device
+    outputs: Callable[[int], TeacherOutputs] | None = None  # a checkpoint's cached logits on the training split
 
 
 @dataclass
@@ -51,6 +55,7 @@ class MethodContext:
     train: Split | None = None  # the training split, for methods that precompute per-sample targets
     route: TeacherRoute | None = None
     target_train: Split | None = None  # domain adaptation: the target's training samples, labels masked (-1)
+    teacher_outputs: TeacherOutputs | None = None  # the teacher's cached logits on the training split (teacher.cache)
 
 
 def true_class_prob(logits: Tensor, labels: Tensor) -> Tensor:
@@ -62,6 +67,10 @@ class Distiller:
 
     Params: ClassVar[type[Spec]]
     needs_teacher: ClassVar[bool] = False
+    # True when the teacher only gives its logits of the training batch (eval mode, frozen): they may then
+    # come from the teacher-output cache. Not for methods that read features, train the teacher, or feed
+    # it other inputs.
+    uses_teacher_logits_only: ClassVar[bool] = False
     watch_gradients: bool = True  # the trainer turns it off when `probes.grad_stats` is false
     # False for methods that take optimizer steps of their own (a search, a teacher they train): those
     # steps are not shared across processes, so such a method refuses to run under torchrun.
@@ -102,6 +111,8 @@ class Distiller:
 
     @torch.no_grad()
     def teacher_forward(self, batch: Batch) -> Tensor | None:
+        if self.context.teacher_outputs is not None:  # only for methods with `uses_teacher_logits_only`
+            return self.context.teacher_outputs.lookup(batch)
         return None if self.teacher is None else self.teacher(batch.x)
 
     def forward(self, batch: Batch) -> StepOutput:

@@ -73,6 +73,7 @@ def kd_step_output(
 class KD(Distiller):
     Params = Params
     needs_teacher = True
+    uses_teacher_logits_only = True
 
     def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
         return kd_step_output(

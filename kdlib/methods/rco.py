@@ -17,7 +17,9 @@ Anchor schedules (METHODS.md section 3 and 6):
   previous anchor measured at the start of its own stage (for the first stage: the earliest checkpoint).
   Every stage lasts `stage_epochs` student epochs; the converged teacher keeps the rest.
 
-Anchor outputs on an in-memory training set are computed once per anchor (one pass), not per step.
+With the teacher-output cache (`teacher.cache`, on by default where it is safe) the anchors' and the
+converged teacher's logits on the training set come from files computed once per checkpoint and
+kept with the teacher artifact; without it, each batch goes through the anchor and the teacher.
 Checked against KD_Lib's reimplementation (`KD_Lib/KD/vision/RCO/rco.py`), without its quirks: no
 double softmax in CE, KL summed over classes and averaged over the batch, anchors in eval mode.
 The original RCO code was not available.
@@ -26,17 +28,20 @@ The original RCO code was not available.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from kdlib.data.base import Batch, TensorSplit
+from kdlib.data.base import Batch
 from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput, true_class_prob
 from kdlib.methods.kd import kd_loss_per_sample, kd_step_output
 from kdlib.schedules import Schedulable
 from kdlib.spec import Section, Spec
+
+if TYPE_CHECKING:
+    from kdlib.teacher_cache import TeacherOutputs
 
 
 class EqualInterval(Section):
@@ -150,6 +155,7 @@ def greedy_next_anchor(distances: dict[int, float], current: int | None, referen
 class RCO(Distiller):
     Params = Params
     needs_teacher = True
+    uses_teacher_logits_only = True
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         super().__init__(params, student, teacher, context)
@@ -166,16 +172,8 @@ class RCO(Distiller):
             self._reference = None
         else:
             self.schedule = plan_anchors(params.anchors, self.route, context.total_epochs)
-        self._anchor_logits: Tensor | None = None
-        self._final_logits = self._logits_on_train(teacher)
-
-    def _logits_on_train(self, model: nn.Module) -> Tensor | None:
-        """The model's logits on the whole training set, when it lives in memory (else: per step)."""
-        train = self.context.train
-        if not isinstance(train, TensorSplit):
-            return None
-        with torch.no_grad():
-            return torch.cat([model(b.x).float() for b in train.batches(1024)])
+        self._anchor_outputs: TeacherOutputs | None = None
+        self._anchor_model: nn.Module | None = None
 
     def _probe_distances(self, temperature: float) -> dict[int, float]:
         """d(c) = mean KL(p_c^T || p_s^T) on a probe set of training samples, for every checkpoint c."""
@@ -218,21 +216,24 @@ class RCO(Distiller):
         anchor = self.schedule.value_at(epoch)
         if anchor != self.anchor_epoch:
             self.anchor_epoch = anchor
-            self._anchor_model = self.context.route.load(anchor)
-            self._anchor_logits = self._logits_on_train(self._anchor_model)
+            if self.context.route.outputs is not None:
+                self._anchor_outputs = self.context.route.outputs(anchor)
+            else:
+                self._anchor_model = self.context.route.load(anchor)
 
     def coefficients(self) -> dict[str, float]:
         return {**super().coefficients(), "anchor_epoch": float(self.anchor_epoch)}
 
-    def _lookup(self, cached: Tensor | None, model: nn.Module, batch: Batch) -> Tensor:
+    @staticmethod
+    def _lookup(cached: TeacherOutputs | None, model: nn.Module, batch: Batch) -> Tensor:
         if cached is not None:
-            return cached[batch.index]
+            return cached.lookup(batch)
         with torch.no_grad():
             return model(batch.x).float()
 
     def forward(self, batch: Batch) -> StepOutput:
-        anchor_logits = self._lookup(self._anchor_logits, self._anchor_model, batch)
-        final_logits = self._lookup(self._final_logits, self.teacher, batch)
+        anchor_logits = self._lookup(self._anchor_outputs, self._anchor_model, batch)
+        final_logits = self._lookup(self.context.teacher_outputs, self.teacher, batch)
         student_logits = self.student(batch.x)
         self.watch_logits(student_logits)
         temperature = self.coefficient("temperature")

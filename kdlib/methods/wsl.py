@@ -103,6 +103,7 @@ def wsl_loss(
 class WSL(Distiller):
     Params = Params
     needs_teacher = True
+    uses_teacher_logits_only = True
 
     def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
         return wsl_loss(
