@@ -29,6 +29,9 @@ lab: setup
 
 bench: setup
 	$(PY) bench/overhead.py
+	$(PY) bench/teacher_cache.py
+	$(PY) bench/store.py
+	$(PY) bench/live.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
