@@ -317,11 +317,17 @@ class RunStore:
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        rows = []
         for name, values in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(compact(values)))
+            split, key = name.split(".", 1)
+            values = np.ascontiguousarray(compact(values))
+            with open(tmp / f"{name}.npy", "wb") as file:
+                np.lib.format.write_array(file, values, allow_pickle=False)
+                offset = file.tell() - values.nbytes  # where the data starts: no second open to read the header
+            rows.append((run_id, split, key, epoch, values.dtype.str, ",".join(map(str, values.shape)), offset))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        self._register(run_id, [final])
+        self._insert_registry(rows)
 
     def _register(self, run_id: str, folders: list[Path]) -> None:
         """Enter the arrays of epoch folders in the registry (their dtype, shape and data offset)."""
@@ -332,6 +338,9 @@ class RunStore:
                 split, key = path.stem.split(".", 1)
                 dtype, shape, offset = _npy_layout(path)
                 rows.append((run_id, split, key, epoch, dtype.str, ",".join(map(str, shape)), offset))
+        self._insert_registry(rows)
+
+    def _insert_registry(self, rows: list[tuple]) -> None:
         with self._connect() as db:
             db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
