@@ -23,46 +23,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import images  # noqa: E402, F401 - registers the bench_images data set
 from overhead import kdlib_epochs  # noqa: E402
 
 from kdlib.config import validate_config  # noqa: E402
-from kdlib.data import DATASETS, load_data  # noqa: E402
-from kdlib.data.base import tensor_bundle  # noqa: E402
-from kdlib.data.params import SplitParams  # noqa: E402
+from kdlib.data import load_data  # noqa: E402
 from kdlib.store import RunStore, StoreSink  # noqa: E402
 from kdlib.teacher_cache import attach_teacher_cache  # noqa: E402
 from kdlib.teachers import obtain_teacher  # noqa: E402
 from kdlib.trainer import fit  # noqa: E402
-
-
-class ImagesParams(SplitParams):
-    name: Literal["bench_images"] = "bench_images"
-    n_samples: int = Field(7000, ge=100, description="images in all splits together")
-
-
-@DATASETS.register("bench_images")
-class BenchImages:
-    """CIFAR-shaped images whose class is a fixed random linear rule on their coarse 8x8 version."""
-
-    Params = ImagesParams
-
-    @staticmethod
-    def load(p: ImagesParams):
-        generator = torch.Generator().manual_seed(0)
-        coarse = torch.randn(p.n_samples, 3, 8, 8, generator=generator)
-        x = F.interpolate(coarse, size=32, mode="bilinear", align_corners=False)
-        x += 0.3 * torch.randn(x.shape, generator=generator)
-        y = (coarse.flatten(1) @ torch.randn(3 * 8 * 8, 10, generator=generator)).argmax(1)
-        return tensor_bundle(x, y, 10, p.val_fraction, p.test_fraction, p.split_seed)
-
 
 COMMON = {
     "method": {"name": "kd", "temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9},
