@@ -8,7 +8,9 @@ from app.common import link
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.store import ACTIVE
-from kdlib.views import best_trial, searched_params, study_curves, study_summary
+from kdlib.views import STUDY_OUTCOMES, best_trial, searched_params, study_curves, study_summary
+
+STUDY_OUTCOMES_BY_COLUMN = {column: metric for metric, column in STUDY_OUTCOMES.items()}
 
 store = open_store()
 st.title("Sweeps")
@@ -44,10 +46,10 @@ def trials_view() -> None:
         f"**{len(trials)} trials** ({', '.join(f'{n} {s}' for s, n in counts.items())}), {direction} `{metric}`"
         + (f"; best: trial {best.trial}, {metric} = {best.value:.4f}" if best is not None else "")
     )
+    # the final metrics, less the one that is the trial's value already
+    finals = [c for c in ("val_acc", "test_acc", "test_ece") if STUDY_OUTCOMES_BY_COLUMN[c] != metric]
     st.dataframe(
-        trials[
-            ["trial", "state", "value", *params, "status", "epochs_done", "val_acc", "test_acc", "test_ece", "run_id"]
-        ],
+        trials[["trial", "state", "value", *params, "status", "epochs_done", *finals, "run_id"]],
         hide_index=True,
         width="stretch",
         column_config={"value": st.column_config.NumberColumn(metric, format="%.4f")},
