@@ -10,7 +10,7 @@ The three runs of a setting are interleaved (CE, KD cached, KD uncached, repeate
 and compared by their median epoch time; the first epoch of each run is left out (warm-up, and the
 cache's loading). The route probe is off in every run: it is a probe, not training.
 
-    .venv/bin/python bench/teacher_cache.py [--repeats 4] [--epochs 4] [--threads 1]
+    .venv/bin/python bench/teacher_cache.py [--repeats 4] [--epochs 4] [--threads 1] [--settings mnist1d images]
 
 Last line: `cache_ratio <KD with the cache / CE>`, the worse of the two settings (named above it).
 """
@@ -113,12 +113,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as home:
         store = RunStore(home)
-        ratios = {name: bench(name, setting, store, args.repeats, args.epochs) for name, setting in SETTINGS.items()}
+        ratios = {name: bench(name, SETTINGS[name], store, args.repeats, args.epochs) for name in args.settings}
     worst = max(ratios, key=ratios.get)
     print(f"threads {torch.get_num_threads()}; cache_ratio is the worse setting's: {worst}")
     print(f"cache_ratio {ratios[worst]:.3f}")
