@@ -293,6 +293,11 @@ def _train(
     generator = torch.Generator()
     checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(checkpoint_path))), written)
     log_every, step = config.probes.log_every, start_epoch * steps_per_epoch
+    # this process's rows in each step's global batch, and its share of that batch (the same every epoch)
+    global_sizes = [min(config.batch_size, len(data.train) - s) for s in range(0, len(data.train), config.batch_size)]
+    own_sizes = [processes.shard_size(n) for n in global_sizes]
+    shard_sizes = torch.tensor(own_sizes, dtype=torch.float32, device=device)
+    batch_shares = [own / n for own, n in zip(own_sizes, global_sizes, strict=True)]
     try:
         for epoch in range(start_epoch, config.epochs):
             # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
@@ -302,8 +307,6 @@ def _train(
             student.train()
             # Values of each step go into preallocated device tensors: one write per table and step, no host sync.
             per_step = ColumnTable(steps_per_epoch, device)
-            shard_sizes = _shard_sizes(len(data.train), config.batch_size, processes, device)
-            batch_shares = _shard_sizes(len(data.train), config.batch_size, processes, None)
             per_sample = ColumnTable(len(data.train), device)
             logit_rows = ColumnTable(len(data.train), device)  # logits and gradients [N, 2K], summarised at epoch end
             logged = 0
@@ -496,15 +499,6 @@ def _epoch_summary(config, data, student, distiller, per_sample, autocast, devic
 def _save_route(model: nn.Module, run_dir: Path, epoch: int) -> None:
     (run_dir / "route").mkdir(exist_ok=True)
     save_atomic(model.state_dict(), run_dir / "route" / f"epoch_{epoch:04d}.pt")
-
-
-def _shard_sizes(train_size: int, batch_size: int, processes: Processes, device: torch.device | None):
-    """How many samples each step of an epoch gives this process: a device tensor, or (device None)
-    this process's share of each step's batch, as floats."""
-    batches = [min(batch_size, train_size - start) for start in range(0, train_size, batch_size)]
-    if device is None:
-        return [processes.shard_size(n) / n for n in batches]
-    return torch.tensor([processes.shard_size(n) for n in batches], dtype=torch.float32, device=device)
 
 
 def _logged_loss(losses, shard_sizes, first: int, last: int, processes: Processes, epoch: int,
