@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import images  # noqa: E402, F401 - registers the bench_images data set
+from settings import COMMON, SETTINGS  # noqa: E402
 
 from kdlib.config import validate_config  # noqa: E402
 from kdlib.data import load_data  # noqa: E402
@@ -41,25 +41,7 @@ from kdlib.models import build_model  # noqa: E402
 from kdlib.store import RunStore, StoreSink  # noqa: E402
 from kdlib.trainer import fit  # noqa: E402
 
-COMMON = {
-    "method": {"name": "kd", "temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9},
-    "batch_size": 128,
-    "optimizer": {"name": "adam", "lr": 0.003},
-    "lr_schedule": {"name": "constant"},
-    "device": "cpu",
-}
-SETTINGS = {
-    "images": {
-        "data": {"name": "bench_images", "n_samples": 7000},
-        "student": {"name": "cnn2d", "channels": [16, 32]},
-        "teacher": {"model": {"name": "resnet8"}, "epochs": 1},
-    },
-    "mnist1d": {
-        "data": {"name": "mnist1d", "n_samples": 6000},
-        "student": {"name": "mlp", "hidden": [128]},
-        "teacher": {"model": {"name": "cnn1d"}, "epochs": 1},
-    },
-}
+
 def setting_config(name: str, epochs: int):
     setting = SETTINGS[name]
     # the hand loop forwards the teacher every step, so kdlib does too (no teacher-output cache)

@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import images  # noqa: E402, F401 - registers the bench_images data set
 from overhead import kdlib_epochs  # noqa: E402
+from settings import COMMON, SETTINGS  # noqa: E402
 
 from kdlib.config import validate_config  # noqa: E402
 from kdlib.data import load_data  # noqa: E402
@@ -38,34 +38,17 @@ from kdlib.teacher_cache import attach_teacher_cache  # noqa: E402
 from kdlib.teachers import obtain_teacher  # noqa: E402
 from kdlib.trainer import fit  # noqa: E402
 
-COMMON = {
-    "method": {"name": "kd", "temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9},
-    "batch_size": 128,
-    "optimizer": {"name": "adam", "lr": 0.003},
-    "lr_schedule": {"name": "constant"},
-    "probes": {"route_probe_size": 0},
-    "device": "cpu",
-}
-SETTINGS = {
-    "mnist1d": {
-        "data": {"name": "mnist1d", "n_samples": 6000},
-        "student": {"name": "mlp", "hidden": [128]},
-        "teacher": {"model": {"name": "cnn1d"}, "epochs": 1},
-    },
-    "images": {
-        "data": {"name": "bench_images", "n_samples": 7000},
-        "student": {"name": "cnn2d", "channels": [16, 32]},
-        "teacher": {"model": {"name": "resnet8"}, "epochs": 1},
-    },
-}
-
 
 def variants(setting: dict, epochs: int) -> dict:
     """The three runs of a setting: CE, KD reading the cache, KD forwarding the teacher every step."""
 
     def config(method: dict, cache: bool):
         teacher = {**setting["teacher"], "cache": {"enabled": cache}}
-        return validate_config({**COMMON, **setting, "teacher": teacher, "method": method, "epochs": epochs})
+        # the route probe is a probe, not training: off in every run timed here
+        probes = {"route_probe_size": 0}
+        return validate_config(
+            {**COMMON, **setting, "teacher": teacher, "method": method, "epochs": epochs, "probes": probes}
+        )
 
     return {
         "CE": config({"name": "ce"}, False),
