@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -16,3 +17,12 @@ def cache_dir(home: str | os.PathLike | None = None) -> Path:
     path = kdlib_home(home) / "cache"
     path.mkdir(exist_ok=True)
     return path
+
+
+def temporary_beside(path: Path) -> Path:
+    """A name beside `path` that no other process uses, for writing there and then renaming onto `path`.
+
+    Two runs that start together (a notebook launching six) may write the same cache file at once;
+    with one shared temporary name the first rename leaves the second without its file.
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from kdlib.events import CheckpointSaved, EpochEnded, Event, RunEnded, RunStarted, StepLogged
-from kdlib.paths import kdlib_home
+from kdlib.paths import kdlib_home, temporary_beside
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -365,7 +365,7 @@ class RunStore:
         """Keep an analysis of a run (a frame) beside it; `analysis(run_id, name)` reads it back."""
         folder = self.run_dir(run_id) / "analysis"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{name}.tmp.csv"
+        tmp = temporary_beside(folder / f"{name}.csv")
         frame.to_csv(tmp)
         tmp.replace(folder / f"{name}.csv")
         return frame
@@ -375,7 +375,7 @@ class RunStore:
 
     def analyses(self, run_id: str) -> list[str]:
         folder = self.run_dir(run_id) / "analysis"
-        return sorted(p.name.removesuffix(".csv") for p in folder.glob("*.csv") if ".tmp" not in p.name)
+        return sorted(p.name.removesuffix(".csv") for p in folder.glob("*.csv"))
 
     def truncate(self, run_id: str, from_epoch: int) -> None:
         """Forget what a run wrote for `from_epoch` on: a resumed run writes it again."""

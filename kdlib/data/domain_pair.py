@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 
 from kdlib.config import DataSpec
 from kdlib.data.base import DATASETS, DataBundle, LoaderSplit, Split, TensorSplit
+from kdlib.paths import temporary_beside
 from kdlib.spec import Spec
 
 OFFICE31_DOMAINS = ("amazon", "dslr", "webcam")
@@ -302,15 +303,19 @@ def arrange_image_clef(root: Path, domain: str) -> Path:
     listing, out = root / "list" / f"{domain}List.txt", root / "by_class" / domain
     if out.is_dir() or not listing.exists():
         return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temporary_beside(out)
     for line in listing.read_text().split("\n"):
         if line.strip():
             path, label = line.split()
             name = Path(path).name
             (tmp / f"{int(label):02d}").mkdir(parents=True, exist_ok=True)
             (tmp / f"{int(label):02d}" / name).symlink_to((root / domain / name).resolve())
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # another run arranged it first
+        if not out.is_dir():
+            raise
+        shutil.rmtree(tmp)
     return out
 
 

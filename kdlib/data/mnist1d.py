@@ -17,7 +17,7 @@ from pydantic import Field
 
 from kdlib.data.base import DATASETS, DataBundle, TensorSplit, split_indices
 from kdlib.data.params import SplitParams
-from kdlib.paths import cache_dir
+from kdlib.paths import cache_dir, temporary_beside
 
 
 class Params(SplitParams):
@@ -48,8 +48,9 @@ def generate(p: Params) -> dict[str, np.ndarray]:
             return dict(cached)
     data = make_dataset(args)
     arrays = {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    tmp = temporary_beside(path)
+    with open(tmp, "wb") as file:  # a file object: np.savez would append .npz to a name
+        np.savez(file, **arrays)
     tmp.replace(path)
     return arrays
 
