@@ -4,13 +4,14 @@ Every epoch the store's writer gets what a KD run on CIFAR-100 records: per trai
 float arrays and the label (50,000 each), per test sample p_true, predicted, confidence and label
 (10,000 each), 39 logged steps and the epoch's scalars; every `--stride` epochs also the full class
 probabilities of both splits ([50000, 100] and [10000, 100]). All of it goes through the real path:
-StoreSink events, arrays cast to float16, written to a temporary folder, renamed, registered.
+StoreSink events, arrays cast to float16, written into one file per epoch under a temporary name,
+renamed, registered.
 
 Write time per epoch: from handing the epoch's events to the writer until `flush()` returns.
 Trajectory read: one sample's `p_true_student` over every epoch, from a fresh RunStore, with every
 file of the store dropped from the OS page cache before each read (`posix_fadvise(DONTNEED)` after
-one `sync`), so each of the 200 small reads goes to the disk; beside it the same read done the way
-the store did before its registry (list the epoch folders, `np.load(mmap_mode="r")` each file).
+one `sync`), so each of the 200 small reads goes to the disk; beside it the same read done without
+the registry (list the epoch files, read each one's index, map it).
 
     .venv/bin/python bench/store.py [--epochs 200] [--stride 10] [--reads 15] [--keep DIR]
 
@@ -20,8 +21,10 @@ Last line: `trajectory_read_ms <median cold read of one sample's trajectory over
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kdlib.config import validate_config  # noqa: E402
 from kdlib.events import CheckpointSaved, EpochEnded, RunStarted, StepLogged  # noqa: E402
-from kdlib.store import RunStore, StoreSink  # noqa: E402
+from kdlib.store import RunStore, StoreSink, read_epoch_index  # noqa: E402
 
 TRAIN, TEST, CLASSES, STEPS = 50_000, 10_000, 100, 391  # CIFAR-100 at batch 128
 TRAIN_KEYS = ["p_true_student", "p_true_teacher", "loss_per_sample", "kl", "weight", "logit_grad_norm",
@@ -103,10 +106,14 @@ def drop_from_page_cache(folder: Path) -> None:
             os.close(fd)
 
 
-def trajectory_by_folders(store: RunStore, run_id: str, key: str, index: int) -> list[float]:
-    """The read as the store did it before its registry: list the epoch folders, map each file."""
-    folders = sorted(p for p in store.samples_dir(run_id).glob("epoch_*") if not p.name.endswith(".tmp"))
-    return [float(np.load(f / f"train.{key}.npy", mmap_mode="r")[index]) for f in folders]
+def trajectory_by_files(store: RunStore, run_id: str, key: str, index: int) -> list[float]:
+    """The read without the registry: list the epoch files, read each one's index, map it."""
+    values = []
+    for path in sorted(store.samples_dir(run_id).glob("epoch_*.kda")):
+        found = {name: (dtype, shape, offset) for name, dtype, shape, offset in read_epoch_index(path)}
+        dtype, shape, offset = found[f"train.{key}"]
+        values.append(float(np.memmap(path, dtype, mode="r", offset=offset, shape=(int(shape.split(",")[0]),))[index]))
+    return values
 
 
 def timed_reads(read, home: Path, indices: list[int], cold: bool) -> list[float]:
@@ -136,7 +143,9 @@ def main() -> None:
         total = time.perf_counter() - start
         os.sync()
         sizes = {p: p.stat().st_size for p in home.rglob("*") if p.is_file()}
-        probs = sum(size for p, size in sizes.items() if p.name.endswith(".probs.npy"))
+        with sqlite3.connect(store.path) as db:  # the probabilities' bytes, from the registry's shapes
+            shapes = [shape for (shape,) in db.execute("SELECT shape FROM samples WHERE key = 'probs'")]
+        probs = sum(2 * math.prod(int(n) for n in shape.split(",")) for shape in shapes)  # float16
         print(f"{args.epochs} epochs of {TRAIN} training and {TEST} test samples, {CLASSES} classes, probabilities every "
               f"{args.stride} epochs ({len(strided)} epochs); written in {total:.1f} s")  # fmt: skip
         print(f"write ms per epoch (median): {statistics.median(plain) * 1000:.1f} without probabilities, "
@@ -157,12 +166,12 @@ def main() -> None:
 
         cold = timed_reads(read, home, indices, cold=True)
         warm = timed_reads(read, home, indices, cold=False)
-        old = timed_reads(lambda i: trajectory_by_folders(fresh, run_id, "p_true_student", i), home, indices, True)
+        old = timed_reads(lambda i: trajectory_by_files(fresh, run_id, "p_true_student", i), home, indices, True)
         probs_cold = timed_reads(read_probs, home, indices, cold=True)
         median = statistics.median
         print(f"one sample's p_true_student over {args.epochs} epochs, median of {args.reads} samples, fresh RunStore: "
               f"{median(cold):.1f} ms cold (page cache dropped; max {max(cold):.1f}), {median(warm):.1f} ms warm")  # fmt: skip
-        print(f"the same read the pre-registry way (list folders, np.load mmap per epoch), cold: {median(old):.1f} ms "
+        print(f"the same read without the registry (list the epoch files, read each index, map), cold: {median(old):.1f} ms "
               f"({median(old) / median(cold):.1f}x the registry's)")  # fmt: skip
         print(f"one sample's probabilities [{len(strided)} epochs, {CLASSES}], cold: {median(probs_cold):.1f} ms")
         print(f"trajectory_read_ms {median(cold):.2f}")

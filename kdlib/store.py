@@ -3,9 +3,9 @@
 One SQLite file in WAL mode (`$KDLIB_HOME/store.sqlite`, default `./runs`) holds the runs (config,
 status, times, error, control flag), their scalar metrics (with the time each was produced), their
 events and a registry of their per-sample arrays; a folder per run holds the arrays themselves (one
-`.npy` per split, key and epoch, written to a temporary folder and renamed, then registered with
-its dtype, shape and data offset, so a reader never sees half an epoch and reads one sample's
-trajectory with one small read per epoch), checkpoints and route weights. Readers open their own
+file per epoch, `samples/epoch_XXXX.kda`, written under a temporary name and renamed, then
+registered with each array's dtype, shape and data offset, so a reader never sees half an epoch
+and reads one sample's trajectory with one small read per epoch), checkpoints and route weights. Readers open their own
 connection per call, so they work from any process or thread while a writer is running.
 """
 
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, id);
 CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT NOT NULL, split TEXT NOT NULL, key TEXT NOT NULL, epoch INTEGER NOT NULL,
-    dtype TEXT NOT NULL, shape TEXT NOT NULL, offset INTEGER,
+    dtype TEXT NOT NULL, shape TEXT NOT NULL, offset INTEGER, file TEXT,
     PRIMARY KEY (run_id, split, key, epoch)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -75,6 +75,7 @@ class RunStore:
         with self._connect() as db:
             db.executescript(SCHEMA)
             _add_column(db, "metrics", "time REAL")  # stores made before metrics had their time
+            _add_column(db, "samples", "file TEXT")  # stores made when each array had its own .npy
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -282,29 +283,33 @@ class RunStore:
     def per_sample(self, run_id: str, epoch: int, split: str = "train") -> dict[str, np.ndarray]:
         """The per-sample arrays of one epoch, by key; values are indexed by dataset index."""
         rows = self._registered(
-            run_id, "SELECT split, key FROM samples WHERE run_id = ? AND epoch = ?", (run_id, epoch)
+            run_id,
+            "SELECT split, key, dtype, shape, offset, file FROM samples WHERE run_id = ? AND epoch = ?",
+            (run_id, epoch),
         )
         if not rows:
             raise KeyError(
                 f"run {run_id} has no per-sample values for epoch {epoch}; "
                 f"it has epochs {self.per_sample_epochs(run_id)}"
             )
+        rows = sorted((row for row in rows if row["split"] == split), key=lambda row: row["key"])
+        if rows and rows[0]["file"]:  # one file for the epoch: one mapping, each array a view into it
+            mapped = np.memmap(self.samples_dir(run_id) / rows[0]["file"], np.uint8, mode="r")
+            return {row["key"]: _view(mapped, row["dtype"], row["shape"], row["offset"]) for row in rows}
         folder = self.samples_dir(run_id) / f"epoch_{epoch:04d}"
-        keys = sorted(row["key"] for row in rows if row["split"] == split)
-        return {key: np.load(folder / f"{split}.{key}.npy", mmap_mode="r") for key in keys}
+        return {row["key"]: np.load(folder / f"{split}.{row['key']}.npy", mmap_mode="r") for row in rows}
 
     def trajectory(self, run_id: str, key: str, index: int, split: str = "train") -> pd.Series | pd.DataFrame:
         """One sample's value of `key` at every recorded epoch: a Series by epoch, or for arrays of more
         than one value per sample (`probs`) a frame, one row per epoch. One small read per epoch file."""
         rows = self._registered(
             run_id,
-            "SELECT epoch, dtype, shape, offset FROM samples WHERE run_id = ? AND split = ? AND key = ? ORDER BY epoch",
+            "SELECT epoch, dtype, shape, offset, file FROM samples WHERE run_id = ? AND split = ? AND key = ? "
+            "ORDER BY epoch",
             (run_id, split, key),
         )
         folder = self.samples_dir(run_id)
-        files = [
-            (f"{folder}/epoch_{r['epoch']:04d}/{split}.{key}.npy", r["dtype"], r["shape"], r["offset"]) for r in rows
-        ]
+        files = [(str(folder / _file_of(r, split, key)), r["dtype"], r["shape"], r["offset"]) for r in rows]
         found = [(r["epoch"], v) for r, v in zip(rows, _read_rows(files, index), strict=True) if v is not None]
         epochs, values = [e for e, _ in found], [v for _, v in found]
         if values and values[0].ndim:
@@ -312,37 +317,44 @@ class RunStore:
         return pd.Series([float(v) for v in values], index=epochs, name=key, dtype=float).rename_axis("epoch")
 
     def write_per_sample(self, run_id: str, epoch: int, arrays: dict[str, np.ndarray]) -> None:
-        """Write an epoch's arrays to a temporary folder, rename it into place, then register them."""
-        final = self.samples_dir(run_id) / f"epoch_{epoch:04d}"
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        rows = []
-        for name, values in arrays.items():
-            split, key = name.split(".", 1)
-            values = np.ascontiguousarray(compact(values))
-            with open(tmp / f"{name}.npy", "wb") as file:
-                np.lib.format.write_array(file, values, allow_pickle=False)
-                offset = file.tell() - values.nbytes  # where the data starts: no second open to read the header
-            rows.append((run_id, split, key, epoch, values.dtype.str, ",".join(map(str, values.shape)), offset))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        self._insert_registry(rows)
+        """Write an epoch's arrays ("split.key" -> array) into one file under a temporary name, rename
+        it into place, then register them.
 
-    def _register(self, run_id: str, folders: list[Path]) -> None:
-        """Enter the arrays of epoch folders in the registry (their dtype, shape and data offset)."""
+        One file an epoch, not one per array: the writer thread makes a handful of system calls, so
+        it hardly competes with training for the interpreter and the cores.
+        """
+        folder = self.samples_dir(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"epoch_{epoch:04d}.kda"
+        tmp = temporary_beside(final)
+        layout = write_epoch_file(tmp, {name: compact(values) for name, values in arrays.items()})
+        os.replace(tmp, final)
+        self._insert_registry(
+            [(run_id, *name.split(".", 1), epoch, dtype, shape, offset, final.name) for name, dtype, shape, offset in layout]
+        )
+
+    def _register(self, run_id: str, entries: list[Path]) -> None:
+        """Enter the arrays of epoch files (or an older store's epoch folders) in the registry."""
         rows = []
-        for folder in folders:
-            epoch = int(folder.name.removeprefix("epoch_"))
-            for path in folder.glob("*.npy"):
+        for entry in entries:
+            epoch = int(entry.name.removeprefix("epoch_").removesuffix(".kda"))
+            if entry.is_file():
+                for name, dtype, shape, offset in read_epoch_index(entry):
+                    rows.append((run_id, *name.split(".", 1), epoch, dtype, shape, offset, entry.name))
+                continue
+            for path in entry.glob("*.npy"):
                 split, key = path.stem.split(".", 1)
                 dtype, shape, offset = _npy_layout(path)
-                rows.append((run_id, split, key, epoch, dtype.str, ",".join(map(str, shape)), offset))
+                rows.append((run_id, split, key, epoch, dtype.str, ",".join(map(str, shape)), offset, None))
         self._insert_registry(rows)
 
     def _insert_registry(self, rows: list[tuple]) -> None:
         with self._connect() as db:
-            db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT OR REPLACE INTO samples (run_id, split, key, epoch, dtype, shape, offset, file) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def _registered(self, run_id: str, query: str, params: tuple) -> list[sqlite3.Row]:
         """Rows of the registry; a run written before the registry existed is registered from its folders first."""
@@ -350,16 +362,19 @@ class RunStore:
             rows = db.execute(query, params).fetchall()
             if rows or db.execute("SELECT 1 FROM samples WHERE run_id = ? LIMIT 1", (run_id,)).fetchone():
                 return rows
-        folders = self._epoch_folders(run_id)
-        if not folders:
+        entries = self._epoch_entries(run_id)
+        if not entries:
             return rows
-        self._register(run_id, folders)
+        self._register(run_id, entries)
         with self._connect() as db:
             return db.execute(query, params).fetchall()
 
-    def _epoch_folders(self, run_id: str) -> list[Path]:
+    def _epoch_entries(self, run_id: str) -> list[Path]:
+        """The epoch files (`epoch_XXXX.kda`) and an older store's epoch folders (`epoch_XXXX/`)."""
         folder = self.samples_dir(run_id)
-        return sorted(p for p in folder.glob("epoch_*") if not p.name.endswith(".tmp")) if folder.exists() else []
+        if not folder.exists():
+            return []
+        return sorted(p for p in folder.glob("epoch_*") if p.suffix == ".kda" or (p.is_dir() and not p.suffix))
 
     def save_analysis(self, run_id: str, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Keep an analysis of a run (a frame) beside it; `analysis(run_id, name)` reads it back."""
@@ -380,10 +395,10 @@ class RunStore:
     def truncate(self, run_id: str, from_epoch: int) -> None:
         """Forget what a run wrote for `from_epoch` on: a resumed run writes it again."""
         self.per_sample_epochs(run_id)  # registers the epochs kept of a run written before the registry
-        # folders go before their rows: a reader never finds a run without rows but with stale folders
-        for folder in self._epoch_folders(run_id):
-            if int(folder.name.removeprefix("epoch_")) >= from_epoch:
-                shutil.rmtree(folder)
+        # files go before their rows: a reader never finds a run without rows but with stale files
+        for entry in self._epoch_entries(run_id):
+            if int(entry.name.removeprefix("epoch_").removesuffix(".kda")) >= from_epoch:
+                entry.unlink() if entry.is_file() else shutil.rmtree(entry)
         with self._connect() as db:
             # from epoch 0 the run starts over, its preparation phase (epoch -1) included
             db.execute(
@@ -432,7 +447,7 @@ def _layout(dtype: str, shape: str) -> tuple[np.dtype, tuple[int, ...], int]:
 
 
 def _read_rows(files: list[tuple[str, str, str, int | None]], index: int) -> list[np.ndarray | None]:
-    """Sample `index`'s values in each `.npy` file (path, dtype, shape, data offset); None where a file is gone.
+    """Sample `index`'s values in each file (path, dtype, shape, data offset); None where a file is gone.
 
     Each is one read at its byte offset, without mapping or parsing the file. All reads are announced
     to the kernel first (WILLNEED), so on a cold page cache the disk serves them together."""
@@ -466,6 +481,60 @@ def _read_rows(files: list[tuple[str, str, str, int | None]], index: int) -> lis
         for entry in opened:
             if entry is not None:
                 os.close(entry[0])
+
+
+EPOCH_FILE_MAGIC = b"KDLIB-EPOCH\x00"  # then the index's length (uint32, little-endian) and the index as JSON
+_ALIGN = 64  # every array starts at a multiple of 64 bytes: views of any dtype, cache-line reads
+
+
+def write_epoch_file(path: Path, arrays: dict[str, np.ndarray]) -> list[tuple[str, str, str, int]]:
+    """Arrays by name in one file: a JSON index of (name, dtype, shape, offset), then each array's bytes.
+
+    Returns the index; offsets are from the start of the file, so a reader can pread one sample's
+    values or map the file and view each array without copying. `read_epoch_index` reads it back.
+    """
+    arrays = {name: np.ascontiguousarray(values) for name, values in arrays.items()}
+    relative, position = [], 0
+    for values in arrays.values():
+        position += -position % _ALIGN
+        relative.append(position)
+        position += values.nbytes
+    entries = [[name, v.dtype.str, list(v.shape), r] for (name, v), r in zip(arrays.items(), relative, strict=True)]
+    index = json.dumps(entries, separators=(",", ":")).encode()
+    start = len(EPOCH_FILE_MAGIC) + 4 + len(index)
+    start += -start % _ALIGN
+    layout = [(name, dtype, ",".join(map(str, shape)), start + r) for name, dtype, shape, r in entries]
+    with open(path, "wb") as file:
+        file.write(EPOCH_FILE_MAGIC + len(index).to_bytes(4, "little") + index)
+        file.write(bytes(start - file.tell()))
+        for values, (_, _, _, offset) in zip(arrays.values(), layout, strict=True):
+            file.write(bytes(offset - file.tell()))
+            file.write(values.data if values.nbytes else b"")
+    return layout
+
+
+def read_epoch_index(path: Path) -> list[tuple[str, str, str, int]]:
+    """The (name, dtype, shape, offset) of every array in a file that `write_epoch_file` wrote."""
+    with open(path, "rb") as file:
+        head = file.read(len(EPOCH_FILE_MAGIC) + 4)
+        if not head.startswith(EPOCH_FILE_MAGIC):
+            raise ValueError(f"{path} is not a kdlib epoch file")
+        length = int.from_bytes(head[-4:], "little")
+        entries = json.loads(file.read(length))
+    start = len(EPOCH_FILE_MAGIC) + 4 + length
+    start += -start % _ALIGN
+    return [(name, dtype, ",".join(map(str, shape)), start + r) for name, dtype, shape, r in entries]
+
+
+def _file_of(row: sqlite3.Row, split: str, key: str) -> str:
+    """A registered array's file in the run's samples folder: its epoch's file, or an older store's `.npy`."""
+    return row["file"] or f"epoch_{row['epoch']:04d}/{split}.{key}.npy"
+
+
+def _view(mapped: np.ndarray, dtype: str, shape: str, offset: int) -> np.ndarray:
+    """One array of a mapped epoch file, without a copy."""
+    dtype, dims, _ = _layout(dtype, shape)
+    return mapped[offset : offset + dtype.itemsize * math.prod(dims)].view(dtype).reshape(dims)
 
 
 def compact(values: np.ndarray) -> np.ndarray:

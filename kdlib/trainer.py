@@ -93,6 +93,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_torch(seed: int, device: torch.device) -> None:
+    """torch.manual_seed for the generators a run uses: the CPU's and its device's.
+
+    torch.manual_seed also queues seeds for every backend not yet started (CUDA, XPU, MTIA), each with
+    a formatted stack trace: about a millisecond, which every epoch of a short run would pay.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    elif device.type == "mps":
+        torch.mps.manual_seed(seed)
+
+
 def make_optimizer(section: OptimizerSection, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if section.name == "sgd":
         return torch.optim.SGD(
@@ -302,13 +315,13 @@ def _train(
         for epoch in range(start_epoch, config.epochs):
             # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
             generator.manual_seed(config.seed * 1_000_003 + epoch)
-            torch.manual_seed(config.seed * 1_000_003 + epoch)
+            seed_torch(config.seed * 1_000_003 + epoch, device)
             distiller.on_epoch_start(epoch)
             student.train()
             # Values of each step go into preallocated device tensors: one write per table and step, no host sync.
             per_step = ColumnTable(steps_per_epoch, device)
             per_sample = ColumnTable(len(data.train), device)
-            logit_rows = ColumnTable(len(data.train), device)  # logits and gradients [N, 2K], summarised at epoch end
+            logit_rows = ColumnTable(len(data.train), device)  # logits and their gradients [N, K], summarised at epoch end
             logged = 0
             own_rows = data.train.batches(
                 config.batch_size, shuffle=True, generator=generator, part=(processes.rank, processes.world)
@@ -326,7 +339,7 @@ def _train(
                     loss_scale = scaler._get_scale_async() if needs_scaler else 1.0
                     watched = distiller.watched_logit_gradient(batch, loss_scale)
                     if watched is not None:
-                        logit_rows.write(batch.index, {"logits_and_grad": torch.cat(watched, 1)})
+                        logit_rows.write(batch.index, dict(zip(("logits", "grad"), watched, strict=True)))
                 else:
                     optimizer.zero_grad(set_to_none=True)
                 processes.share_gradients(trainable, batch_shares[i])
@@ -364,8 +377,8 @@ def _train(
                 continue
             per_sample_columns = per_sample.columns()
             if watched_rows := logit_rows.columns():
-                logits, grad = watched_rows["logits_and_grad"].chunk(2, dim=1)
-                per_sample_columns |= logit_gradient_stats(logits, grad, data.train.targets)
+                per_sample_columns |= logit_gradient_stats(watched_rows["logits"], watched_rows["grad"],
+                                                           data.train.targets)
             scalars, arrays = _epoch_summary(
                 config, data, student, distiller, per_sample_columns, autocast, device, epoch, route_probe
             )
@@ -414,60 +427,70 @@ def _resolve_teacher(teacher: TeacherSource, data: DataBundle, device: torch.dev
 
 
 class ColumnTable:
-    """Values written a batch (or a step) at a time into one preallocated device tensor [rows, columns].
+    """Values written a batch (or a step) at a time, gathered into device tensors [rows, ...] when read.
 
-    A step whose values have the same keys as the last one costs one stack and one indexed write,
-    however many values there are; values wider than one column (e.g. [B, K] logits) keep their own
-    tensor. Rows never written stay NaN.
+    A write only keeps references to the step's tensors (detached); reading (or every `GATHER_EVERY`
+    writes) concatenates each key's values and puts them into their rows in one indexed write. So a
+    step costs no tensor operation here at all, and no host sync. Rows never written stay NaN.
     """
+
+    GATHER_EVERY = 256  # writes kept before they are gathered: bounds the number of small tensors held
 
     def __init__(self, rows: int, device: torch.device) -> None:
         self.rows, self.device = rows, device
-        self.keys: tuple[str, ...] = ()
-        self._stacked: torch.Tensor | None = None  # [rows, len(keys)] for one-column values
-        self._wide: dict[str, torch.Tensor] = {}
+        self._tables: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, tuple[list, list]] = {}  # key -> (wheres, values) not yet in its table
+        self._writes = 0
 
-    def write(self, where, values: dict[str, torch.Tensor]) -> None:
-        """Write a step's values into their rows (`where`: a row number, or the batch's dataset indices)."""
-        narrow = {k: v for k, v in values.items() if v.dim() <= 1}
+    def write(self, where: int | torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+        """Keep a step's values for their rows (`where`: a row number, or the batch's dataset indices)."""
         for key, value in values.items():
-            if value.dim() > 1:
-                if key not in self._wide:
-                    self._wide[key] = self._nan(value.shape[1:])
-                self._wide[key][where] = value.detach().float()
-        if not narrow:
-            return
-        if tuple(narrow) != self.keys:  # new keys, or a subset in another order: column by column
-            self._add_keys(narrow)
-            for key, value in narrow.items():
-                self._stacked[where, self.keys.index(key)] = value.detach().float()
-            return
-        self._stacked[where] = torch.stack([v.detach().float() for v in narrow.values()], -1)
+            wheres, kept = self._pending.setdefault(key, ([], []))
+            wheres.append(where)
+            kept.append(value.detach() if value.requires_grad else value)  # no autograd graph outlives its step
+        self._writes += 1
+        if self._writes % self.GATHER_EVERY == 0:
+            self._gather()
 
-    def _add_keys(self, values: dict[str, torch.Tensor]) -> None:
-        new = tuple(k for k in values if k not in self.keys)
-        if new:
-            grown = self._nan((len(self.keys) + len(new),))
-            if self._stacked is not None:
-                grown[:, : len(self.keys)] = self._stacked
-            self._stacked, self.keys = grown, self.keys + new
-
-    def _nan(self, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.full((self.rows, *shape), float("nan"), device=self.device)
+    def _gather(self) -> None:
+        for key, (wheres, values) in self._pending.items():
+            if not values:
+                continue
+            if isinstance(wheres[0], int):  # one row per write: a step's scalars
+                stacked = torch.stack(values).float()
+                index = _rows(wheres, self.device)
+            else:
+                stacked = torch.cat(values).float()
+                index = torch.cat(wheres)
+            if key not in self._tables:
+                self._tables[key] = torch.full((self.rows, *stacked.shape[1:]), float("nan"), device=self.device)
+            self._tables[key][index] = stacked
+            wheres.clear()
+            values.clear()
 
     def merge(self, processes: Processes) -> None:
         """Every process's rows in every process's table (its own samples were written by each)."""
-        for table in ([self._stacked] if self._stacked is not None else []) + list(self._wide.values()):
+        self._gather()
+        for table in self._tables.values():
             processes.merge_rows(table)
 
     def column(self, key: str) -> torch.Tensor:
-        if key in self._wide:
-            return self._wide[key]
-        return self._stacked[:, self.keys.index(key)]
+        """The key's [rows] (or [rows, ...]) values; all NaN where nothing was written (yet)."""
+        self._gather()
+        if key not in self._tables:
+            return torch.full((self.rows,), float("nan"), device=self.device)
+        return self._tables[key]
 
     def columns(self) -> dict[str, torch.Tensor]:
-        narrow = {k: self._stacked[:, j] for j, k in enumerate(self.keys)} if self._stacked is not None else {}
-        return narrow | self._wide
+        self._gather()
+        return dict(self._tables)
+
+
+def _rows(numbers: list[int], device: torch.device) -> slice | torch.Tensor:
+    """Row numbers as a slice when they follow each other (no index tensor to copy to the device)."""
+    if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+        return slice(numbers[0], numbers[0] + len(numbers))
+    return torch.tensor(numbers, device=device)
 
 
 def _epoch_summary(config, data, student, distiller, per_sample, autocast, device, epoch, route_probe):

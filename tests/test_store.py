@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from kdlib.events import EpochEnded, RunStarted, StepLogged
-from kdlib.store import RunStore, StoreSink
+from kdlib.store import RunStore, StoreSink, compact, read_epoch_index, write_epoch_file
 
 
 def arrays(epoch: int, n: int = 50, classes: int = 4) -> dict[str, np.ndarray]:
@@ -70,7 +70,7 @@ def test_truncate_forgets_folders_and_registry_rows_from_an_epoch_on(tiny):
     run_id = write_run(store, tiny)
     store.truncate(run_id, 2)
     assert store.per_sample_epochs(run_id) == [0, 1]
-    assert sorted(p.name for p in store.samples_dir(run_id).iterdir()) == ["epoch_0000", "epoch_0001"]
+    assert sorted(p.name for p in store.samples_dir(run_id).iterdir()) == ["epoch_0000.kda", "epoch_0001.kda"]
     assert list(store.epoch_metrics(run_id).index) == [0, 1]
     store.delete_run(run_id)
     assert store.per_sample_epochs(run_id) == []
@@ -113,11 +113,15 @@ def test_a_store_written_before_the_registry_and_metric_times_still_reads(kdlib_
     store = RunStore()  # adds what the old store lacks
     assert store.metrics("old").time.isna().all() and store.metrics("old").value.tolist() == [0.5]
 
-    run_id = write_run(store, tiny)
-    with sqlite3.connect(store.path) as db:  # as an older kdlib left it: folders, no registry rows
-        db.execute("DELETE FROM samples")
+    run_id = store.create_run(tiny(epochs=4))
+    for epoch in range(4):  # as an older kdlib left it: a folder of .npy files per epoch, no registry rows
+        folder = store.samples_dir(run_id) / f"epoch_{epoch:04d}"
+        folder.mkdir(parents=True)
+        for name, values in arrays(epoch).items():
+            np.save(folder / f"{name}.npy", compact(values))
     probs = np.asfortranarray(arrays(3)["test.probs"])  # a layout kdlib never writes, read all the same
     np.save(store.samples_dir(run_id) / "epoch_0003" / "test.probs.npy", probs)
+    assert np.array_equal(store.per_sample(run_id, 2)["p_true_student"], compact(arrays(2)["train.p_true_student"]))
     assert store.trajectory(run_id, "p_true_student", 3).index.tolist() == [0, 1, 2, 3]
     assert store.per_sample_epochs(run_id, split="test", key="probs") == [1, 3]
     assert store.trajectory(run_id, "probs", 2, split="test").loc[3].tolist() == pytest.approx(probs[2])
@@ -126,3 +130,36 @@ def test_a_store_written_before_the_registry_and_metric_times_still_reads(kdlib_
         db.execute("DELETE FROM samples")
     store.truncate(run_id, 3)  # a resumed old run keeps its earlier epochs in the registry
     assert store.per_sample_epochs(run_id) == [0, 1, 2]
+
+
+def test_an_epoch_file_holds_any_arrays_and_says_where_each_is(tmp_path):
+    written = {
+        "train.kl": np.linspace(0, 1, 7, dtype=np.float16),
+        "train.label": np.arange(7, dtype=np.int16),
+        "test.probs": np.eye(3, dtype=np.float32),
+        "test.empty": np.zeros(0, dtype=np.float16),
+        "probe.flag": np.array([True, False, True]),
+    }
+    layout = write_epoch_file(tmp_path / "epoch_0000.kda", written)
+    assert read_epoch_index(tmp_path / "epoch_0000.kda") == layout
+    raw = (tmp_path / "epoch_0000.kda").read_bytes()
+    for name, dtype, shape, offset in layout:
+        assert offset % 64 == 0
+        dims = tuple(int(n) for n in shape.split(",") if n)
+        values = np.frombuffer(raw, dtype, count=int(np.prod(dims)), offset=offset).reshape(dims)
+        assert values.dtype == written[name].dtype and np.array_equal(values, written[name])
+    with pytest.raises(ValueError, match="not a kdlib epoch file"):
+        (tmp_path / "other.kda").write_bytes(b"something else")
+        read_epoch_index(tmp_path / "other.kda")
+
+
+def test_a_store_whose_registry_was_lost_registers_its_epoch_files_again(tiny):
+    store = RunStore()
+    run_id = write_run(store, tiny)
+    before = store.trajectory(run_id, "p_true_student", 4)
+    with sqlite3.connect(store.path) as db:
+        db.execute("DELETE FROM samples")
+    fresh = RunStore(store.home)
+    assert fresh.per_sample_epochs(run_id, split="test", key="probs") == [1, 3]
+    assert fresh.trajectory(run_id, "p_true_student", 4).equals(before)
+    assert np.array_equal(fresh.per_sample(run_id, 3, "test")["probs"], compact(arrays(3)["test.probs"]))

@@ -98,8 +98,14 @@ class Distiller:
             self.teacher.eval()  # BN statistics and dropout of a frozen teacher must not move
 
     def coefficient(self, name: str) -> float:
-        """The value of a schedulable param at the current epoch."""
-        return as_schedule(getattr(self.params, name)).value_at(self.epoch, self.context.total_epochs)
+        """The value of a schedulable param at the current epoch (worked out once per epoch: steps ask often)."""
+        epoch, cache = self.__dict__.get("_coefficients", (None, {}))
+        if epoch != self.epoch:
+            cache = {}
+            self._coefficients = (self.epoch, cache)
+        if name not in cache:
+            cache[name] = as_schedule(getattr(self.params, name)).value_at(self.epoch, self.context.total_epochs)
+        return cache[name]
 
     def coefficients(self) -> dict[str, float]:
         """Every schedulable param at the current epoch, logged with the epoch's scalars."""

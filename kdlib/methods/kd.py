@@ -51,19 +51,22 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
 def kd_step_output(
     batch: Batch, student_logits: Tensor, teacher_logits: Tensor, temperature: float, w_ce: float, w_kd: float
 ) -> StepOutput:
-    """The Hinton KD loss and its per-sample values; RCO and ProKT use it with other targets."""
-    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
-    kl = _kl_per_sample(student_logits, log_p_teacher, temperature)
+    """The Hinton KD loss and its per-sample values; RCO and ProKT use it with other targets.
+
+    Written for few tensor operations: on small models each one costs more than its arithmetic.
+    """
+    teacher_logits = teacher_logits.detach().float()
+    kl = _kl_per_sample(student_logits, F.log_softmax(teacher_logits / temperature, dim=1), temperature)
     ce = F.cross_entropy(student_logits.float(), batch.y, reduction="none")
-    per_sample_loss = w_ce * ce + (w_kd * temperature**2) * kl
+    per_sample_loss = torch.add(w_ce * ce, kl, alpha=w_kd * temperature**2)
     with torch.no_grad():  # the per-sample values reuse what the loss computed: CE is -log p_true
-        if temperature != 1:
-            log_p_teacher = F.log_softmax(teacher_logits.float(), dim=1)
+        ce_teacher = F.cross_entropy(teacher_logits, batch.y, reduction="none")
+        p_true = torch.stack([ce.detach(), ce_teacher]).neg_().exp_()
         per_sample = {
             "loss_per_sample": per_sample_loss.detach(),
             "kl": kl.detach(),
-            "p_true_student": (-ce.detach()).exp(),
-            "p_true_teacher": log_p_teacher.gather(1, batch.y[:, None]).squeeze(1).exp(),
+            "p_true_student": p_true[0],
+            "p_true_teacher": p_true[1],
         }
     terms = {"loss_ce": ce.detach().mean(), "loss_kd": kl.detach().mean() * temperature**2}
     return StepOutput(per_sample_loss.mean(), terms, per_sample)

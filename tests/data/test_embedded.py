@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib.data import DATASETS, TensorSplit, load_data
-from kdlib.data import mnist1d
+from kdlib.data import DATASETS, TensorSplit, load_data, mnist1d
 
 CASES = [
     ({"name": "toy2d", "shape": "moons", "n_samples": 300}, (2,), 2),
