@@ -5,8 +5,10 @@ optimizer (Adam); both evaluate the validation and test splits after each epoch.
 records per-sample values (and the gradient probe, test probabilities and reliability table),
 writes them and the scalars to the SQLite store and saves an atomic checkpoint every epoch: that
 is the overhead measured. The two are timed side by side in one process, interleaved (one kdlib
-run, one hand run, repeated), and compared by the median epoch time; the first epoch of each run
-is left out (warm-up). Two settings:
+run, one hand run, repeated); each repeat gives the ratio of their median epoch times, and the
+result is the median of these paired ratios, so that a stretch of time when the machine is slow
+weighs on both sides of one ratio rather than on one side of the comparison. The first epoch of
+each run is left out (warm-up). Two settings:
 - images: a CIFAR-shaped synthetic set (4,900 training images 3x32x32, `bench/images.py`), a 2-D
   CNN student (cnn2d [16, 32]) and a CIFAR ResNet-8 teacher: the kind of work KD is used for;
 - mnist1d: 4,200 training samples of 40 values, an MLP-128 student and a 1-D CNN teacher: an epoch
@@ -112,17 +114,20 @@ def bench(name: str, store: RunStore, repeats: int, epochs: int) -> float:
     config = setting_config(name, epochs)
     data = load_data(config.data)
     teacher = build_model(config.teacher.model, data.input_shape, data.num_classes).eval().requires_grad_(False)
-    ours, theirs = [], []
+    ratios, epochs_each = [], 0
     for repeat in range(repeats):
-        ours += kdlib_epochs(config, store, teacher)
-        theirs += hand_epochs(config, data, teacher)
+        ours = kdlib_epochs(config, store, teacher)
+        theirs = hand_epochs(config, data, teacher)
+        ratios.append(statistics.median(ours) / statistics.median(theirs))
+        epochs_each += len(ours)
         print(
             f"{name} repeat {repeat}: kdlib {statistics.median(ours) * 1e3:.1f} ms/epoch, "
-            f"hand {statistics.median(theirs) * 1e3:.1f} ms/epoch",
+            f"hand {statistics.median(theirs) * 1e3:.1f} ms/epoch, ratio {ratios[-1]:.3f}",
             flush=True,
         )
-    print(f"{name}: {len(ours)} epochs each, {len(data.train)} training samples, batch {config.batch_size}")
-    return statistics.median(ours) / statistics.median(theirs)
+    print(f"{name}: {epochs_each} epochs each, {len(data.train)} training samples, batch {config.batch_size}; "
+          f"ratios {min(ratios):.3f} to {max(ratios):.3f}, median {statistics.median(ratios):.3f}")
+    return statistics.median(ratios)
 
 
 def main() -> None:
