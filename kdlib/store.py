@@ -78,7 +78,12 @@ class RunStore:
             _add_column(db, "samples", "file TEXT")  # stores made when each array had its own .npy
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, connection: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction: a new one, or `connection` (a writer's own, kept open)."""
+        if connection is not None:
+            with connection:
+                yield connection
+            return
         db = sqlite3.connect(self.path, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -159,9 +164,9 @@ class RunStore:
 
         return config_from(yaml.safe_load(self.run(run_id)["config"]))
 
-    def update_run(self, run_id: str, **fields) -> None:
+    def update_run(self, run_id: str, connection: sqlite3.Connection | None = None, **fields) -> None:
         columns = ", ".join(f"{k} = ?" for k in fields)
-        with self._connect() as db:
+        with self._connect(connection) as db:
             db.execute(f"UPDATE runs SET {columns} WHERE id = ?", (*fields.values(), run_id))
 
     def end_run(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -316,7 +321,9 @@ class RunStore:
             return pd.DataFrame(np.stack(values).astype(float), index=pd.Index(epochs, name="epoch"))
         return pd.Series([float(v) for v in values], index=epochs, name=key, dtype=float).rename_axis("epoch")
 
-    def write_per_sample(self, run_id: str, epoch: int, arrays: dict[str, np.ndarray]) -> None:
+    def write_per_sample(
+        self, run_id: str, epoch: int, arrays: dict[str, np.ndarray], connection: sqlite3.Connection | None = None
+    ) -> None:
         """Write an epoch's arrays ("split.key" -> array) into one file under a temporary name, rename
         it into place, then register them.
 
@@ -330,7 +337,8 @@ class RunStore:
         layout = write_epoch_file(tmp, {name: compact(values) for name, values in arrays.items()})
         os.replace(tmp, final)
         self._insert_registry(
-            [(run_id, *name.split(".", 1), epoch, dtype, shape, offset, final.name) for name, dtype, shape, offset in layout]
+            [(run_id, *name.split(".", 1), epoch, dtype, shape, offset, final.name) for name, dtype, shape, offset in layout],
+            connection,
         )
 
     def _register(self, run_id: str, entries: list[Path]) -> None:
@@ -348,8 +356,8 @@ class RunStore:
                 rows.append((run_id, split, key, epoch, dtype.str, ",".join(map(str, shape)), offset, None))
         self._insert_registry(rows)
 
-    def _insert_registry(self, rows: list[tuple]) -> None:
-        with self._connect() as db:
+    def _insert_registry(self, rows: list[tuple], connection: sqlite3.Connection | None = None) -> None:
+        with self._connect(connection) as db:
             db.executemany(
                 "INSERT OR REPLACE INTO samples (run_id, split, key, epoch, dtype, shape, offset, file) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -631,9 +639,9 @@ class StoreSink:
             self._scalars(db, "step", event)
         elif isinstance(event, EpochEnded):
             if event.per_sample:  # arrays first: whoever sees the epoch's scalars finds its arrays
-                self.store.write_per_sample(self.run_id, event.epoch, event.per_sample)
+                self.store.write_per_sample(self.run_id, event.epoch, event.per_sample, connection=db)
             self._scalars(db, "epoch", event)
         elif isinstance(event, CheckpointSaved):
-            self.store.update_run(self.run_id, epoch=event.epoch)
+            self.store.update_run(self.run_id, connection=db, epoch=event.epoch)
         elif isinstance(event, RunEnded):
             self.store.end_run(self.run_id, event.status, event.error)
