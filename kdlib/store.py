@@ -289,7 +289,7 @@ class RunStore:
         """The per-sample arrays of one epoch, by key; values are indexed by dataset index."""
         rows = self._registered(
             run_id,
-            "SELECT split, key, dtype, shape, offset, file FROM samples WHERE run_id = ? AND epoch = ?",
+            "SELECT epoch, split, key, dtype, shape, offset, file FROM samples WHERE run_id = ? AND epoch = ?",
             (run_id, epoch),
         )
         if not rows:
@@ -297,12 +297,16 @@ class RunStore:
                 f"run {run_id} has no per-sample values for epoch {epoch}; "
                 f"it has epochs {self.per_sample_epochs(run_id)}"
             )
-        rows = sorted((row for row in rows if row["split"] == split), key=lambda row: row["key"])
-        if rows and rows[0]["file"]:  # one file for the epoch: one mapping, each array a view into it
-            mapped = np.memmap(self.samples_dir(run_id) / rows[0]["file"], np.uint8, mode="r")
-            return {row["key"]: _view(mapped, row["dtype"], row["shape"], row["offset"]) for row in rows}
-        folder = self.samples_dir(run_id) / f"epoch_{epoch:04d}"
-        return {row["key"]: np.load(folder / f"{split}.{row['key']}.npy", mmap_mode="r") for row in rows}
+        found, mapped = {}, {}
+        for row in sorted((row for row in rows if row["split"] == split), key=lambda row: row["key"]):
+            path = self.samples_dir(run_id) / _file_of(row, split, row["key"])
+            if row["file"]:  # the epoch's file, mapped once; each array a view into it
+                if path not in mapped:
+                    mapped[path] = np.memmap(path, np.uint8, mode="r")
+                found[row["key"]] = _view(mapped[path], row["dtype"], row["shape"], row["offset"])
+            else:  # an older store's .npy
+                found[row["key"]] = np.load(path, mmap_mode="r")
+        return found
 
     def trajectory(self, run_id: str, key: str, index: int, split: str = "train") -> pd.Series | pd.DataFrame:
         """One sample's value of `key` at every recorded epoch: a Series by epoch, or for arrays of more
@@ -407,6 +411,8 @@ class RunStore:
         for entry in self._epoch_entries(run_id):
             if int(entry.name.removeprefix("epoch_").removesuffix(".kda")) >= from_epoch:
                 entry.unlink() if entry.is_file() else shutil.rmtree(entry)
+        for stale in self.samples_dir(run_id).glob(".epoch_*.tmp"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
         with self._connect() as db:
             # from epoch 0 the run starts over, its preparation phase (epoch -1) included
             db.execute(
@@ -502,6 +508,9 @@ def write_epoch_file(path: Path, arrays: dict[str, np.ndarray]) -> list[tuple[st
     values or map the file and view each array without copying. `read_epoch_index` reads it back.
     """
     arrays = {name: np.ascontiguousarray(values) for name, values in arrays.items()}
+    for name, values in arrays.items():
+        if values.dtype.hasobject:
+            raise TypeError(f"per-sample array {name!r} holds Python objects ({values.dtype}); give numbers")
     relative, position = [], 0
     for values in arrays.values():
         position += -position % _ALIGN

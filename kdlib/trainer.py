@@ -430,26 +430,35 @@ class ColumnTable:
     """Values written a batch (or a step) at a time, gathered into device tensors [rows, ...] when read.
 
     A write only keeps references to the step's tensors (detached); reading (or every `GATHER_EVERY`
-    writes) concatenates each key's values and puts them into their rows in one indexed write. So a
-    step costs no tensor operation here at all, and no host sync. Rows never written stay NaN.
+    writes, or once `GATHER_ELEMENTS` values wait) concatenates each key's values and puts them into
+    their rows in one indexed write. So a step costs no tensor operation here, and no host sync.
+    Rows never written stay NaN. A written tensor must not be changed in place afterwards (methods
+    hand over fresh tensors every step).
     """
 
     GATHER_EVERY = 256  # writes kept before they are gathered: bounds the number of small tensors held
+    GATHER_ELEMENTS = 1 << 22  # and the memory they hold (16 MiB of float32), e.g. [B, 1000] logits
 
     def __init__(self, rows: int, device: torch.device) -> None:
         self.rows, self.device = rows, device
         self._tables: dict[str, torch.Tensor] = {}
         self._pending: dict[str, tuple[list, list]] = {}  # key -> (wheres, values) not yet in its table
-        self._writes = 0
+        self._writes = self._waiting = 0
 
     def write(self, where: int | torch.Tensor, values: dict[str, torch.Tensor]) -> None:
-        """Keep a step's values for their rows (`where`: a row number, or the batch's dataset indices)."""
+        """Keep a step's values for their rows (`where`: a row number, or the batch's dataset indices;
+        a single value for a batch is given to each of its rows)."""
         for key, value in values.items():
+            if value.requires_grad:
+                value = value.detach()  # no autograd graph outlives its step
+            if not isinstance(where, int) and value.dim() == 0:
+                value = value.expand(where.shape[0])
             wheres, kept = self._pending.setdefault(key, ([], []))
             wheres.append(where)
-            kept.append(value.detach() if value.requires_grad else value)  # no autograd graph outlives its step
+            kept.append(value)
+            self._waiting += value.numel()
         self._writes += 1
-        if self._writes % self.GATHER_EVERY == 0:
+        if self._writes % self.GATHER_EVERY == 0 or self._waiting > self.GATHER_ELEMENTS:
             self._gather()
 
     def _gather(self) -> None:
@@ -467,6 +476,7 @@ class ColumnTable:
             self._tables[key][index] = stacked
             wheres.clear()
             values.clear()
+        self._waiting = 0
 
     def merge(self, processes: Processes) -> None:
         """Every process's rows in every process's table (its own samples were written by each)."""

@@ -163,3 +163,30 @@ def test_a_store_whose_registry_was_lost_registers_its_epoch_files_again(tiny):
     assert fresh.per_sample_epochs(run_id, split="test", key="probs") == [1, 3]
     assert fresh.trajectory(run_id, "p_true_student", 4).equals(before)
     assert np.array_equal(fresh.per_sample(run_id, 3, "test")["probs"], compact(arrays(3)["test.probs"]))
+
+
+def test_an_array_of_python_objects_is_refused_by_name(tmp_path):
+    with pytest.raises(TypeError, match="'train.o' holds Python objects"):
+        write_epoch_file(tmp_path / "epoch_0000.kda", {"train.o": np.array([None, 1], dtype=object)})
+
+
+def test_a_resumed_run_removes_what_a_killed_writer_left_half_written(tiny):
+    store = RunStore()
+    run_id = write_run(store, tiny)
+    stale = store.samples_dir(run_id) / ".epoch_0004.kda.123-abcdef.tmp"
+    stale.write_bytes(b"half an epoch")
+    store.truncate(run_id, 4)
+    assert not stale.exists() and store.per_sample_epochs(run_id) == [0, 1, 2, 3]
+
+
+def test_an_epoch_read_takes_each_array_from_its_own_file(tiny):
+    """An old store's epoch folder beside a newer epoch file: each registry row names where its array is."""
+    store = RunStore()
+    run_id = write_run(store, tiny, epochs=1)
+    folder = store.samples_dir(run_id) / "epoch_0000"
+    folder.mkdir()
+    np.save(folder / "train.old_key.npy", np.arange(50, dtype=np.int16))
+    store._register(run_id, [folder])
+    epoch = store.per_sample(run_id, 0)
+    assert sorted(epoch) == ["label", "old_key", "p_true_student"]
+    assert epoch["old_key"].tolist() == list(range(50)) and epoch["label"].tolist() == [i % 4 for i in range(50)]

@@ -169,3 +169,36 @@ def test_channels_last_is_used_for_2d_convolutions_on_cuda_only(tiny):
     assert _memory_format(off, cuda, conv) is torch.contiguous_format
     batch = Batch(torch.randn(2, 3, 5, 5), torch.zeros(2, dtype=torch.long), torch.arange(2))
     assert batch.to("cpu", memory_format=torch.channels_last).x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_column_table_gathers_what_was_written_into_its_rows():
+    from kdlib.trainer import ColumnTable
+
+    table = ColumnTable(6, torch.device("cpu"))
+    weight = torch.ones(2, requires_grad=True)
+    table.write(torch.tensor([4, 1]), {"a": weight * 2, "flag": torch.tensor(True)})  # 0-d: every row of the batch
+    table.write(torch.tensor([0]), {"a": torch.tensor([5.0], dtype=torch.bfloat16), "late": torch.tensor([7.0])})
+    table.write(torch.tensor([1]), {"a": torch.tensor([9.0])})  # written again: the last write wins
+    columns = table.columns()
+    assert columns["a"].nan_to_num(-1).tolist() == [5.0, 9.0, -1, -1, 2.0, -1]
+    assert columns["flag"].nan_to_num(-1).tolist() == [-1, 1.0, -1, -1, 1.0, -1]
+    assert columns["late"].nan_to_num(-1).tolist() == [7.0, -1, -1, -1, -1, -1]
+    assert columns["a"].dtype == torch.float32 and not columns["a"].requires_grad
+    assert table.column("never").isnan().all() and table.column("never").shape == (6,)
+
+    steps = ColumnTable(4, torch.device("cpu"))
+    for i in (0, 1, 3):  # rows as numbers; 2 skipped (an empty part of a batch under torchrun)
+        steps.write(i, {"loss": torch.tensor(float(i)), "probs": torch.full((3,), float(i))})
+    assert steps.column("loss").nan_to_num(-1).tolist() == [0.0, 1.0, -1, 3.0]
+    assert steps.column("probs").shape == (4, 3) and steps.column("probs")[3].tolist() == [3.0] * 3
+
+
+def test_column_table_gathers_early_when_much_is_waiting(monkeypatch):
+    from kdlib.trainer import ColumnTable
+
+    monkeypatch.setattr(ColumnTable, "GATHER_ELEMENTS", 10)
+    table = ColumnTable(8, torch.device("cpu"))
+    table.write(torch.arange(4), {"logits": torch.ones(4, 2)})
+    assert table._pending["logits"][1]  # 8 values wait
+    table.write(torch.arange(4, 8), {"logits": torch.zeros(4, 2)})
+    assert not table._pending["logits"][1] and table._tables["logits"].sum() == 8  # 16 > 10: gathered

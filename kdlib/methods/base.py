@@ -99,13 +99,14 @@ class Distiller:
 
     def coefficient(self, name: str) -> float:
         """The value of a schedulable param at the current epoch (worked out once per epoch: steps ask often)."""
-        epoch, cache = self.__dict__.get("_coefficients", (None, {}))
-        if epoch != self.epoch:
-            cache = {}
-            self._coefficients = (self.epoch, cache)
-        if name not in cache:
-            cache[name] = as_schedule(getattr(self.params, name)).value_at(self.epoch, self.context.total_epochs)
-        return cache[name]
+        raw = getattr(self.params, name)
+        # what the value depends on, all checked: a notebook may change a param or the run's length mid-epoch
+        when = (self.epoch, self.context.total_epochs)
+        cache = self.__dict__.setdefault("_coefficients", {})
+        found = cache.get(name)
+        if found is None or found[0] != when or found[1] is not raw:
+            found = cache[name] = (when, raw, as_schedule(raw).value_at(*when))
+        return found[2]
 
     def coefficients(self) -> dict[str, float]:
         """Every schedulable param at the current epoch, logged with the epoch's scalars."""

@@ -54,3 +54,22 @@ def test_label_smoothing_is_kd_with_a_uniform_teacher_at_t1():
     assert kd.item() == pytest.approx(
         label_smoothing_loss(logits, labels, eps).item() - eps * torch.log(torch.tensor(4.0)).item(), abs=1e-5
     )
+
+
+def test_coefficients_follow_a_param_changed_in_the_middle_of_an_epoch():
+    from torch import nn
+
+    from kdlib.methods import METHODS
+    from kdlib.methods.base import MethodContext
+
+    kd = METHODS.get("kd")
+    context = MethodContext(2, 10, 5, torch.device("cpu"), None, None, None, None)
+    distiller = kd(kd.Params(temperature=4.0), nn.Linear(2, 2), nn.Linear(2, 2), context)
+    distiller.on_epoch_start(0)
+    assert distiller.coefficient("temperature") == 4.0
+    distiller.params.temperature = 2.0  # a notebook tuning it by hand
+    assert distiller.coefficient("temperature") == 2.0
+    distiller.params = kd.Params(temperature={"kind": "linear", "start": 1.0, "end": 5.0})
+    assert distiller.coefficient("temperature") == 1.0
+    distiller.on_epoch_start(4)
+    assert distiller.coefficient("temperature") == 5.0
