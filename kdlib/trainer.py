@@ -318,7 +318,7 @@ def _train(
             seed_torch(config.seed * 1_000_003 + epoch, device)
             distiller.on_epoch_start(epoch)
             student.train()
-            # Values of each step go into preallocated device tensors: one write per table and step, no host sync.
+            # Each step's values are kept by reference and gathered into device tensors when read: no host sync.
             per_step = ColumnTable(steps_per_epoch, device)
             per_sample = ColumnTable(len(data.train), device)
             logit_rows = ColumnTable(len(data.train), device)  # logits and their gradients [N, K], summarised at epoch end
