@@ -509,7 +509,10 @@ def rescaling_figure(samples: pd.DataFrame, selected: int | None = None) -> go.F
         title="Gradient rescaling per sample",
     )
     fig.add_hline(y=1, line_dash="dot", line_color="gray", annotation_text="plain cross-entropy")
-    return fig.add_hline(y=0, line_dash="dot", line_color="#ef553b", annotation_text="pushed down")
+    # below the line, where the pushed-down samples are; above it at the right sit the hardest samples
+    return fig.add_hline(
+        y=0, line_dash="dot", line_color="#ef553b", annotation_text="pushed down", annotation_position="bottom right"
+    )
 
 
 def soft_label_weights_figure(samples: pd.DataFrame, selected: int | None = None) -> go.Figure:
