@@ -518,8 +518,7 @@ def write_epoch_file(path: Path, arrays: dict[str, np.ndarray]) -> list[tuple[st
         position += values.nbytes
     entries = [[name, v.dtype.str, list(v.shape), r] for (name, v), r in zip(arrays.items(), relative, strict=True)]
     index = json.dumps(entries, separators=(",", ":")).encode()
-    start = len(EPOCH_FILE_MAGIC) + 4 + len(index)
-    start += -start % _ALIGN
+    start = _data_start(len(index))
     layout = [(name, dtype, ",".join(map(str, shape)), start + r) for name, dtype, shape, r in entries]
     with open(path, "wb") as file:
         file.write(EPOCH_FILE_MAGIC + len(index).to_bytes(4, "little") + index)
@@ -538,9 +537,14 @@ def read_epoch_index(path: Path) -> list[tuple[str, str, str, int]]:
             raise ValueError(f"{path} is not a kdlib epoch file")
         length = int.from_bytes(head[-4:], "little")
         entries = json.loads(file.read(length))
-    start = len(EPOCH_FILE_MAGIC) + 4 + length
-    start += -start % _ALIGN
+    start = _data_start(length)
     return [(name, dtype, ",".join(map(str, shape)), start + r) for name, dtype, shape, r in entries]
+
+
+def _data_start(index_length: int) -> int:
+    """Where an epoch file's arrays begin: after the magic, the index's length and the index, 64-aligned."""
+    header = len(EPOCH_FILE_MAGIC) + 4 + index_length
+    return header + -header % _ALIGN
 
 
 def _file_of(row: sqlite3.Row, split: str, key: str) -> str:
