@@ -351,8 +351,7 @@ def _train(
 
                 if len(batch):
                     per_step.write(i, {"loss": out.loss, **out.terms})
-                    if config.probes.per_sample:
-                        per_sample.write(batch.index, out.per_sample)
+                    per_sample.write(batch.index, out.per_sample)  # a method's epoch terms may come from them
                 step += 1
                 if step % log_every == 0:
                     window = _logged_loss(per_step.column("loss"), shard_sizes, logged, i, processes, epoch,
@@ -365,17 +364,19 @@ def _train(
             _logged_loss(per_step_columns["loss"], shard_sizes, 0, steps_per_epoch - 1, processes, epoch,
                          steps_per_epoch, config)
             # each term's mean over the epoch's samples: steps weighted by their sizes, summed over processes
-            terms = processes.sum(torch.stack(list(per_step_columns.values())).nan_to_num() @ shard_sizes)
-            train_terms = dict(zip((f"train.{k}" for k in per_step_columns), (terms / len(data.train)).tolist(),
-                                   strict=True))
+            terms = processes.sum(torch.stack(list(per_step_columns.values())).nan_to_num() @ shard_sizes) / len(data.train)
             for table in (per_sample, logit_rows):
                 table.merge(processes)
+            per_sample_columns, epoch_terms = distiller.finish_per_sample(per_sample.columns(), data.train.targets)
+            if epoch_terms:
+                terms = torch.cat([terms, torch.stack(list(epoch_terms.values()))])
+            train_terms = dict(zip((f"train.{k}" for k in (*per_step_columns, *epoch_terms)), terms.tolist(),
+                                   strict=True))
             distiller.merge_across_processes(processes)
             processes.broadcast_module(student, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
             if not processes.is_main:
                 control.poll()
                 continue
-            per_sample_columns = per_sample.columns()
             if watched_rows := logit_rows.columns():
                 per_sample_columns |= logit_gradient_stats(watched_rows["logits"], watched_rows["grad"],
                                                            data.train.targets)

@@ -128,6 +128,15 @@ class Distiller:
         self.watch_logits(student_out)
         return self.loss(batch, student_out, teacher_out)
 
+    def finish_per_sample(self, rows: dict[str, Tensor], labels: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """At the end of an epoch: the per-sample values, and terms averaged over the epoch's samples, from the
+        rows its steps wrote in `StepOutput.per_sample` ([N, ...] each, NaN where no step wrote; `labels` [N]).
+
+        A method may write what it needs per step (e.g. logits, by reference) and work the values out here
+        once, for all rows in a few tensor operations, rather than in every step. The default keeps the rows.
+        """
+        return rows, {}
+
     def watch_logits(self, logits: Tensor) -> None:
         """Keep the student's logits so that the gradient at them is there after the backward pass.
 

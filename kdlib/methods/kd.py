@@ -48,28 +48,43 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kd_loss_per_sample(student_logits, teacher_logits, temperature).mean()
 
 
+def kd_step_loss(batch: Batch, student_logits: Tensor, teacher_logits: Tensor, temperature: float, w_ce: float,
+                 w_kd: float) -> Tensor:
+    """The batch's Hinton KD loss alone, in as few tensor operations as the plain PyTorch loop uses:
+    on small models each operation costs more than its arithmetic."""
+    log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    soft = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return torch.add(w_ce * F.cross_entropy(student_logits.float(), batch.y), soft, alpha=w_kd * temperature**2)
+
+
+@torch.no_grad()
+def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, w_ce: float,
+                  w_kd: float) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per sample: the KD loss, KL(teacher || student) at T, and each model's probability of the true
+    class; and the loss's terms averaged over the samples (`loss_ce`, `loss_kd`). Rows may be a batch or a
+    whole epoch: KD keeps its steps' logits and works these out once per epoch (`KD.finish_per_sample`)."""
+    teacher_logits = teacher_logits.float()
+    kl = _kl_per_sample(student_logits, F.log_softmax(teacher_logits / temperature, dim=1), temperature)
+    ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
+    ce_teacher = F.cross_entropy(teacher_logits, labels, reduction="none")
+    p_true = torch.stack([ce, ce_teacher]).neg_().exp_()  # CE is -log p_true
+    per_sample = {
+        "loss_per_sample": torch.add(w_ce * ce, kl, alpha=w_kd * temperature**2),
+        "kl": kl,
+        "p_true_student": p_true[0],
+        "p_true_teacher": p_true[1],
+    }
+    return per_sample, {"loss_ce": ce.nanmean(), "loss_kd": kl.nanmean() * temperature**2}
+
+
 def kd_step_output(
     batch: Batch, student_logits: Tensor, teacher_logits: Tensor, temperature: float, w_ce: float, w_kd: float
 ) -> StepOutput:
-    """The Hinton KD loss and its per-sample values; RCO and ProKT use it with other targets.
-
-    Written for few tensor operations: on small models each one costs more than its arithmetic.
-    """
-    teacher_logits = teacher_logits.detach().float()
-    kl = _kl_per_sample(student_logits, F.log_softmax(teacher_logits / temperature, dim=1), temperature)
-    ce = F.cross_entropy(student_logits.float(), batch.y, reduction="none")
-    per_sample_loss = torch.add(w_ce * ce, kl, alpha=w_kd * temperature**2)
-    with torch.no_grad():  # the per-sample values reuse what the loss computed: CE is -log p_true
-        ce_teacher = F.cross_entropy(teacher_logits, batch.y, reduction="none")
-        p_true = torch.stack([ce.detach(), ce_teacher]).neg_().exp_()
-        per_sample = {
-            "loss_per_sample": per_sample_loss.detach(),
-            "kl": kl.detach(),
-            "p_true_student": p_true[0],
-            "p_true_teacher": p_true[1],
-        }
-    terms = {"loss_ce": ce.detach().mean(), "loss_kd": kl.detach().mean() * temperature**2}
-    return StepOutput(per_sample_loss.mean(), terms, per_sample)
+    """The Hinton KD loss with its per-sample values and terms for this batch; RCO and ProKT use it with
+    other targets."""
+    per_sample, terms = kd_per_sample(student_logits, teacher_logits, batch.y, temperature, w_ce, w_kd)
+    return StepOutput(kd_step_loss(batch, student_logits, teacher_logits, temperature, w_ce, w_kd), terms, per_sample)
 
 
 @METHODS.register("kd")
@@ -79,11 +94,16 @@ class KD(Distiller):
     uses_teacher_logits_only = True
 
     def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
-        return kd_step_output(
-            batch,
-            student_out,
-            teacher_out,
-            self.coefficient("temperature"),
-            self.coefficient("w_ce"),
-            self.coefficient("w_kd"),
-        )
+        # each step keeps its logits (references, no work); the per-sample values follow at the epoch's end
+        loss = kd_step_loss(batch, student_out, teacher_out, *self._weights())
+        return StepOutput(loss, per_sample={"student_logits": student_out.detach(), "teacher_logits": teacher_out})
+
+    def finish_per_sample(self, rows: dict[str, Tensor], labels: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        student, teacher = rows.pop("student_logits", None), rows.pop("teacher_logits", None)
+        if student is None or teacher is None:
+            return rows, {}
+        per_sample, terms = kd_per_sample(student, teacher, labels, *self._weights())
+        return rows | per_sample, terms
+
+    def _weights(self) -> tuple[float, float, float]:
+        return self.coefficient("temperature"), self.coefficient("w_ce"), self.coefficient("w_kd")

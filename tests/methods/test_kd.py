@@ -73,3 +73,35 @@ def test_coefficients_follow_a_param_changed_in_the_middle_of_an_epoch():
     assert distiller.coefficient("temperature") == 1.0
     distiller.on_epoch_start(4)
     assert distiller.coefficient("temperature") == 5.0
+
+
+def test_kd_works_out_its_per_sample_values_at_the_epoch_end_as_each_step_would_have():
+    from torch import nn
+
+    from kdlib.methods import METHODS
+    from kdlib.methods.base import MethodContext
+    from kdlib.trainer import ColumnTable
+
+    torch.manual_seed(0)
+    n, k, temperature = 10, 3, 3.0
+    labels, student_logits, teacher_logits = torch.randint(0, k, (n,)), torch.randn(n, k), torch.randn(n, k)
+    kd = METHODS.get("kd")
+    context = MethodContext(k, n, 2, torch.device("cpu"), None, None, None, None)
+    distiller = kd(kd.Params(temperature=temperature, w_ce=0.3, w_kd=0.7), nn.Linear(2, k), nn.Linear(2, k), context)
+    distiller.on_epoch_start(0)
+    rows, steps = ColumnTable(n, torch.device("cpu")), []
+    for index in (torch.tensor([7, 2, 5, 0]), torch.tensor([9, 1, 3, 8]), torch.tensor([4, 6])):  # batches of 4, 4, 2
+        batch = Batch(student_logits[index], labels[index], index)
+        out = distiller.loss(batch, student_logits[index].requires_grad_(), teacher_logits[index])
+        steps.append((index, kd_step_output(batch, student_logits[index], teacher_logits[index], temperature, 0.3, 0.7)))
+        assert out.loss.item() == pytest.approx(steps[-1][1].loss.item(), abs=1e-6)
+        assert not out.terms  # nothing worked out per step
+        rows.write(index, out.per_sample)
+    per_sample, terms = distiller.finish_per_sample(rows.columns(), labels)
+    assert set(per_sample) == {"loss_per_sample", "kl", "p_true_student", "p_true_teacher"}
+    for index, step in steps:
+        for key, value in step.per_sample.items():
+            assert torch.allclose(per_sample[key][index], value, atol=1e-6), key
+    for key in ("loss_ce", "loss_kd"):  # the epoch's term: the batch means weighted by the batch sizes
+        weighted = sum(len(index) * step.terms[key] for index, step in steps) / n
+        assert terms[key].item() == pytest.approx(weighted.item(), abs=1e-6)
