@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdlib import ops
 from kdlib.data.base import Split
 
 
@@ -74,7 +75,7 @@ def evaluate(logits: Tensor, labels: Tensor, ece_bins: int, with_probs: bool = F
     Computed on the logits' device from one log-softmax, with one host transfer per result.
     """
     labels = labels.to(logits.device)
-    log_probs = F.log_softmax(logits.float(), dim=1)
+    log_probs = ops.log_softmax(logits.float())
     log_confidence, predicted = log_probs.max(1)
     confidence, correct = log_confidence.exp(), predicted == labels
     log_p_true = log_probs.gather(1, labels[:, None]).squeeze(1)
@@ -153,7 +154,7 @@ def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor) -> dict[s
     `logit_grad_ratio_true` is the true-class component against CE's (p_y - 1), PS-KD's w_gt.
     Denominators are kept away from 0 (1e-4) so a confident sample's ratio stays finite in float16.
     """
-    probs = F.softmax(logits.float(), dim=1)
+    probs = ops.softmax(logits.float())
     ce_grad = probs - F.one_hot(labels, probs.shape[1]).float()
     rows = labels[:, None]
     true, ce_true = grad.gather(1, rows).squeeze(1), ce_grad.gather(1, rows).squeeze(1)

@@ -311,6 +311,7 @@ def _train(
     own_sizes = [processes.shard_size(n) for n in global_sizes]
     shard_sizes = torch.tensor(own_sizes, dtype=torch.float32, device=device)
     batch_shares = [own / n for own, n in zip(own_sizes, global_sizes, strict=True)]
+    lr_set = None  # the factor of the base learning rates last set (a constant schedule sets them once)
     try:
         for epoch in range(start_epoch, config.epochs):
             # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
@@ -320,16 +321,18 @@ def _train(
             student.train()
             # Each step's values are kept by reference and gathered into device tensors when read: no host sync.
             per_step = ColumnTable(steps_per_epoch, device)
+            # the method's per-sample values, and the gradient probe's logits and gradients [N, K]
             per_sample = ColumnTable(len(data.train), device)
-            logit_rows = ColumnTable(len(data.train), device)  # logits and their gradients [N, K], summarised at epoch end
             logged = 0
             own_rows = data.train.batches(
                 config.batch_size, shuffle=True, generator=generator, part=(processes.rank, processes.world)
             )
             for i, batch in enumerate(own_rows):
                 batch = batch.to(device, non_blocking=True, memory_format=memory_format)
-                for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                    group["lr"] = base_lr * lr_at(step)
+                if (factor := lr_at(step)) != lr_set:
+                    for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                        group["lr"] = base_lr * factor
+                    lr_set = factor
                 if len(batch):  # empty only where a last global batch is smaller than the number of processes
                     with autocast():
                         out = distiller.forward(batch)
@@ -338,8 +341,6 @@ def _train(
                     # the scale as a device tensor: get_scale() would sync with the host every step under fp16
                     loss_scale = scaler._get_scale_async() if needs_scaler else 1.0
                     watched = distiller.watched_logit_gradient(batch, loss_scale)
-                    if watched is not None:
-                        logit_rows.write(batch.index, dict(zip(("logits", "grad"), watched, strict=True)))
                 else:
                     optimizer.zero_grad(set_to_none=True)
                 processes.share_gradients(trainable, batch_shares[i])
@@ -351,7 +352,10 @@ def _train(
 
                 if len(batch):
                     per_step.write(i, {"loss": out.loss, **out.terms})
-                    per_sample.write(batch.index, out.per_sample)  # a method's epoch terms may come from them
+                    rows = out.per_sample  # written whatever the probes: a method's epoch terms may come from them
+                    if watched is not None:
+                        rows = {**rows, _WATCHED_LOGITS: watched[0], _WATCHED_GRAD: watched[1]}
+                    per_sample.write(batch.index, rows)
                 step += 1
                 if step % log_every == 0:
                     window = _logged_loss(per_step.column("loss"), shard_sizes, logged, i, processes, epoch,
@@ -361,13 +365,15 @@ def _train(
                     control.poll()
 
             per_step_columns = per_step.columns()
-            _logged_loss(per_step_columns["loss"], shard_sizes, 0, steps_per_epoch - 1, processes, epoch,
-                         steps_per_epoch, config)
+            if logged < steps_per_epoch:
+                _logged_loss(per_step_columns["loss"], shard_sizes, logged, steps_per_epoch - 1, processes, epoch,
+                             steps_per_epoch, config)
             # each term's mean over the epoch's samples: steps weighted by their sizes, summed over processes
             terms = processes.sum(torch.stack(list(per_step_columns.values())).nan_to_num() @ shard_sizes) / len(data.train)
-            for table in (per_sample, logit_rows):
-                table.merge(processes)
-            per_sample_columns, epoch_terms = distiller.finish_per_sample(per_sample.columns(), data.train.targets)
+            per_sample.merge(processes)
+            per_sample_columns = per_sample.columns()
+            watched_rows = [per_sample_columns.pop(key, None) for key in (_WATCHED_LOGITS, _WATCHED_GRAD)]
+            per_sample_columns, epoch_terms = distiller.finish_per_sample(per_sample_columns, data.train.targets)
             if epoch_terms:
                 terms = torch.cat([terms, torch.stack(list(epoch_terms.values()))])
             train_terms = dict(zip((f"train.{k}" for k in (*per_step_columns, *epoch_terms)), terms.tolist(),
@@ -377,9 +383,8 @@ def _train(
             if not processes.is_main:
                 control.poll()
                 continue
-            if watched_rows := logit_rows.columns():
-                per_sample_columns |= logit_gradient_stats(watched_rows["logits"], watched_rows["grad"],
-                                                           data.train.targets)
+            if watched_rows[0] is not None:
+                per_sample_columns |= logit_gradient_stats(*watched_rows, data.train.targets)
             scalars, arrays = _epoch_summary(
                 config, data, student, distiller, per_sample_columns, autocast, device, epoch, route_probe
             )
@@ -535,25 +540,27 @@ def _save_route(model: nn.Module, run_dir: Path, epoch: int) -> None:
     save_atomic(model.state_dict(), run_dir / "route" / f"epoch_{epoch:04d}.pt")
 
 
+_WATCHED_LOGITS, _WATCHED_GRAD = "_watched.logits", "_watched.grad"  # the gradient probe's rows in `per_sample`
+
+
 def _logged_loss(losses, shard_sizes, first: int, last: int, processes: Processes, epoch: int,
                  steps_per_epoch: int, config: RunConfig) -> float:
     """The mean loss per sample of steps first..last over all processes; raises at a NaN or infinite loss.
 
-    One host sync; every process learns of a bad loss in any of them, so all stop at the same step.
+    One host sync. A NaN or infinite loss in any process makes the summed loss non-finite in every
+    process, so all stop at the same step.
     """
-    sizes, written = shard_sizes[: last + 1], shard_sizes[: last + 1] > 0
-    seen = torch.where(written, losses[: last + 1], 0.0)
-    bad = (written & ~torch.isfinite(seen)).sum()
-    total = torch.stack([bad.float(), (seen * sizes)[first:].sum(), sizes[first:].sum()])
-    bad_anywhere, loss_sum, count = processes.sum(total).tolist()
-    if bad_anywhere:
-        _check_finite(torch.where(written, seen, 0.0), epoch, steps_per_epoch, config)
+    sizes = shard_sizes[first : last + 1]
+    window = torch.where(sizes > 0, losses[first : last + 1], 0.0)  # a step with no samples here wrote NaN
+    loss_sum, count = processes.sum(torch.stack([(window * sizes).sum(), sizes.sum()])).tolist()
+    if not math.isfinite(loss_sum):
+        _check_finite(window, first, epoch, steps_per_epoch, config)
         raise NonFiniteLoss(f"the loss became NaN or infinite in another process in epoch {epoch}")
     return loss_sum / max(count, 1.0)
 
 
-def _check_finite(losses: torch.Tensor, epoch: int, steps_per_epoch: int, config: RunConfig) -> None:
-    """Raise with the first step whose loss is NaN or infinite."""
+def _check_finite(losses: torch.Tensor, first: int, epoch: int, steps_per_epoch: int, config: RunConfig) -> None:
+    """Raise with the first step whose loss is NaN or infinite (`losses` of steps first, first + 1, ...)."""
     bad = (~torch.isfinite(losses)).nonzero()
     if len(bad) == 0:
         return
@@ -562,7 +569,7 @@ def _check_finite(losses: torch.Tensor, epoch: int, steps_per_epoch: int, config
         hints.append("check method.temperature (a very small T makes the soft term explode)")
     if config.grad_clip is None:
         hints.append("set grad_clip (e.g. 5.0)")
-    first = int(bad[0])
+    first += int(bad[0])
     raise NonFiniteLoss(
         f"the loss became NaN or infinite at step {epoch * steps_per_epoch + first} (epoch {epoch}, step "
         f"{first} of {steps_per_epoch}); " + "; ".join(hints)

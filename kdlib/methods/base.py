@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlib.data.base import Batch, Split
+from kdlib.ops import softmax
 from kdlib.registry import Registry
 from kdlib.schedules import as_schedule
 from kdlib.spec import Spec
@@ -59,7 +59,7 @@ class MethodContext:
 
 
 def true_class_prob(logits: Tensor, labels: Tensor) -> Tensor:
-    return F.softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
+    return softmax(logits.float()).gather(1, labels[:, None]).squeeze(1)
 
 
 class Distiller:

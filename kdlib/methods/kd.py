@@ -20,6 +20,7 @@ from torch import Tensor
 
 from kdlib.data.base import Batch
 from kdlib.methods.base import METHODS, Distiller, StepOutput
+from kdlib.ops import cross_entropy_per_sample, log_softmax
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
 
@@ -33,13 +34,11 @@ class Params(Spec):
 
 def kd_loss_per_sample(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) per sample, in float32 whatever the autocast dtype."""
-    return _kl_per_sample(student_logits, F.log_softmax(teacher_logits.float() / temperature, dim=1), temperature) * (
-        temperature**2
-    )
+    return _kl_per_sample(student_logits, log_softmax(teacher_logits.float() / temperature), temperature) * temperature**2
 
 
 def _kl_per_sample(student_logits: Tensor, log_p_teacher: Tensor, temperature: float) -> Tensor:
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_student = log_softmax(student_logits.float() / temperature)
     return F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(1)
 
 
@@ -65,9 +64,9 @@ def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     class; and the loss's terms averaged over the samples (`loss_ce`, `loss_kd`). Rows may be a batch or a
     whole epoch: KD keeps its steps' logits and works these out once per epoch (`KD.finish_per_sample`)."""
     teacher_logits = teacher_logits.float()
-    kl = _kl_per_sample(student_logits, F.log_softmax(teacher_logits / temperature, dim=1), temperature)
-    ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
-    ce_teacher = F.cross_entropy(teacher_logits, labels, reduction="none")
+    kl = _kl_per_sample(student_logits, log_softmax(teacher_logits / temperature), temperature)
+    ce = cross_entropy_per_sample(student_logits.float(), labels)
+    ce_teacher = cross_entropy_per_sample(teacher_logits, labels)
     p_true = torch.stack([ce, ce_teacher]).neg_().exp_()  # CE is -log p_true
     per_sample = {
         "loss_per_sample": torch.add(w_ce * ce, kl, alpha=w_kd * temperature**2),
