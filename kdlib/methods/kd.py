@@ -20,7 +20,8 @@ from torch import Tensor
 
 from kdlib.data.base import Batch
 from kdlib.methods.base import METHODS, Distiller, StepOutput
-from kdlib.ops import cross_entropy_per_sample, log_softmax
+from kdlib.ops import cross_entropy_per_sample, log_softmax, softmax
+from kdlib.probes import logit_gradient_stats
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
 
@@ -77,6 +78,18 @@ def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     return per_sample, {"loss_ce": ce.nanmean(), "loss_kd": kl.nanmean() * temperature**2}
 
 
+@torch.no_grad()
+def kd_logit_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, w_ce: float,
+                      w_kd: float) -> Tensor:
+    """d loss_i / d z_i of the KD loss per sample: w_ce (p - e_y) + w_kd T (p^T - q^T), where p = softmax(z),
+    p^T and q^T the student's and teacher's softmax at T ([N, K] each). What the trainer's gradient probe
+    reads after backward, in closed form: `tests/methods/test_gradient_probe.py` checks the two agree."""
+    student, teacher = student_logits.float(), teacher_logits.float()
+    ce_grad = softmax(student).scatter_add_(1, labels[:, None], torch.full_like(student[:, :1], -1.0))
+    return torch.add(w_ce * ce_grad, softmax(student / temperature) - softmax(teacher / temperature),
+                     alpha=w_kd * temperature)
+
+
 def kd_step_output(
     batch: Batch, student_logits: Tensor, teacher_logits: Tensor, temperature: float, w_ce: float, w_kd: float
 ) -> StepOutput:
@@ -97,11 +110,17 @@ class KD(Distiller):
         loss = kd_step_loss(batch, student_out, teacher_out, *self._weights())
         return StepOutput(loss, per_sample={"student_logits": student_out.detach(), "teacher_logits": teacher_out})
 
+    def watch_logits(self, logits: Tensor) -> None:
+        """Nothing to keep: KD's gradient at the logits has a closed form, worked out at the epoch's end."""
+
     def finish_per_sample(self, rows: dict[str, Tensor], labels: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         student, teacher = rows.pop("student_logits", None), rows.pop("teacher_logits", None)
         if student is None or teacher is None:
             return rows, {}
         per_sample, terms = kd_per_sample(student, teacher, labels, *self._weights())
+        if self.watch_gradients:  # the gradient probe's values, from the gradient that backward computed
+            per_sample |= logit_gradient_stats(student, kd_logit_gradient(student, teacher, labels, *self._weights()),
+                                               labels)
         return rows | per_sample, terms
 
     def _weights(self) -> tuple[float, float, float]:

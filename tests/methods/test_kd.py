@@ -98,7 +98,8 @@ def test_kd_works_out_its_per_sample_values_at_the_epoch_end_as_each_step_would_
         assert not out.terms  # nothing worked out per step
         rows.write(index, out.per_sample)
     per_sample, terms = distiller.finish_per_sample(rows.columns(), labels)
-    assert set(per_sample) == {"loss_per_sample", "kl", "p_true_student", "p_true_teacher"}
+    assert set(per_sample) == {"loss_per_sample", "kl", "p_true_student", "p_true_teacher", "logit_grad_norm",
+                               "logit_grad_ratio", "logit_grad_ratio_true"}
     for index, step in steps:
         for key, value in step.per_sample.items():
             assert torch.allclose(per_sample[key][index], value, atol=1e-6), key
