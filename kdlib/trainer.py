@@ -201,7 +201,8 @@ def fit(
 class Checkpointer:
     """Atomic checkpoints written by a background thread, so saving overlaps the next epoch.
 
-    The state is cloned first, so training that goes on cannot change what is being written.
+    The state is packed first (`pack_state`: a copy), so training that goes on cannot change what is
+    being written.
     `on_saved(epoch)` is called from the training thread once a checkpoint is on disk: when the
     next one is asked for, or at `close()`. `before_save()` runs first in the writing thread: the
     sinks finish recording the epoch, so a run killed at any moment resumes with nothing missing.
@@ -214,7 +215,7 @@ class Checkpointer:
 
     def save(self, epoch: int, state: dict, path: Path) -> None:
         self.wait()
-        self._pending = (epoch, self._pool.submit(self._save, _clone(state), path))
+        self._pending = (epoch, self._pool.submit(self._save, pack_state(state), path))
 
     def _save(self, state: dict, path: Path) -> None:
         self._before_save()
@@ -234,14 +235,59 @@ class Checkpointer:
             self._pool.shutdown()
 
 
-def _clone(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_clone(v) for v in value)
-    return value
+_PACKED, _TENSOR = "kdlib_packed_state", "__kdlib_tensor__"
+
+
+def pack_state(state: dict) -> dict:
+    """A copy of a checkpoint's state with every tensor in one flat buffer per dtype and device.
+
+    torch.save pays per tensor and per pickled object: a small model's state with its optimizer's
+    (some 20 tensors) saves in half the time packed. Each tensor is replaced by (marker, buffer, offset,
+    shape); `load_checkpoint` rebuilds them as views. Plain containers only, so the file still loads
+    with torch.load(weights_only=True).
+    """
+    parts: dict[str, list[torch.Tensor]] = {}
+    sizes: dict[str, int] = {}
+
+    def walk(value):
+        if isinstance(value, torch.Tensor):
+            key = f"{value.dtype}@{value.device}".removeprefix("torch.")
+            offset = sizes.get(key, 0)
+            parts.setdefault(key, []).append(value.detach().reshape(-1))
+            sizes[key] = offset + value.numel()
+            return (_TENSOR, key, offset, tuple(value.shape))
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(walk(v) for v in value)
+        return value
+
+    skeleton = walk(state)
+    return {_PACKED: 1, "state": skeleton, "buffers": {key: torch.cat(tensors) for key, tensors in parts.items()}}
+
+
+def unpack_state(saved: dict) -> dict:
+    """The state that `pack_state` packed (tensors are views into its buffers); any other dict as it is."""
+    if not (isinstance(saved, dict) and saved.get(_PACKED)):
+        return saved  # a checkpoint written before states were packed
+    buffers = saved["buffers"]
+
+    def walk(value):
+        if isinstance(value, tuple) and len(value) == 4 and value[0] == _TENSOR:
+            _, key, offset, shape = value
+            return buffers[key][offset : offset + math.prod(shape)].view(shape)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(walk(v) for v in value)
+        return value
+
+    return walk(saved["state"])
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: torch.device | str = "cpu") -> dict:
+    """A run's `checkpoint.pt`: epoch, student, optimizer, scaler and distiller states."""
+    return unpack_state(torch.load(path, map_location=map_location, weights_only=True))
 
 
 def _train(
@@ -288,7 +334,7 @@ def _train(
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # before a checkpoint overwrites them
     checkpoint_path, start_epoch = run_dir / "checkpoint.pt", 0
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        state = load_checkpoint(checkpoint_path, map_location=device)
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

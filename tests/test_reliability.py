@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import kdlib
 from kdlib.events import CheckpointSaved, EpochEnded
 from kdlib.store import RunStore
-from kdlib.trainer import fit
+from kdlib.trainer import fit, load_checkpoint
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +63,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_with_nothing_missing
     def in_epoch_after_a_checkpoint() -> bool:
         if not checkpoint.exists():
             return False
-        done = torch.load(checkpoint, weights_only=True)["epoch"]
+        done = load_checkpoint(checkpoint)["epoch"]
         steps = store.metrics(run_id, scope="step")
         return bool((steps.epoch == done + 1).any()) and done + 1 not in store.epoch_metrics(run_id).index
 
@@ -72,7 +71,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_with_nothing_missing
     os.kill(handle.info["pid"], signal.SIGKILL)
     assert handle.wait(timeout=30) == "failed"
     assert "worker.log" in handle.info["error"] and "resume" in handle.info["error"]
-    killed_in = torch.load(checkpoint, weights_only=True)["epoch"] + 1
+    killed_in = load_checkpoint(checkpoint)["epoch"] + 1
     assert (store.metrics(run_id, scope="step").epoch == killed_in).any()  # part of an epoch written, then killed
 
     handle.resume()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -202,3 +205,32 @@ def test_column_table_gathers_early_when_much_is_waiting(monkeypatch):
     assert table._pending["logits"][1]  # 8 values wait
     table.write(torch.arange(4, 8), {"logits": torch.zeros(4, 2)})
     assert not table._pending["logits"][1] and table._tables["logits"].sum() == 8  # 16 > 10: gathered
+
+
+def test_a_packed_checkpoint_gives_back_every_tensor_and_value_and_is_a_copy():
+    from kdlib.trainer import load_checkpoint, pack_state, save_atomic
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    optimizer = torch.optim.Adam(model.parameters(), betas=(0.8, 0.9))
+    model(torch.randn(5, 3)).sum().backward()
+    optimizer.step()
+    state = {"epoch": 3, "student": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": {},
+             "distiller": {"buffer": torch.arange(6).reshape(2, 3), "note": ("a", 1.5, None)}}
+    packed = pack_state(state)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # training goes on while the checkpoint is written
+    path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
+    save_atomic(packed, path)
+    loaded = load_checkpoint(path)
+    assert torch.load(path, weights_only=True)  # still a plain torch file
+    assert loaded["epoch"] == 3 and loaded["distiller"]["note"] == ("a", 1.5, None)
+    assert torch.equal(loaded["distiller"]["buffer"], torch.arange(6).reshape(2, 3))
+    assert loaded["student"]["1.num_batches_tracked"].dtype == torch.int64
+    assert torch.allclose(loaded["student"]["0.weight"], model[0].weight.detach() - 1.0)  # as it was
+    assert loaded["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.9)
+    for key, value in optimizer.state_dict()["state"][0].items():
+        assert torch.equal(loaded["optimizer"]["state"][0][key], value), key
+    restored = torch.optim.Adam(model.parameters())
+    restored.load_state_dict(loaded["optimizer"])  # what a resumed run does
+    save_atomic(state, path)  # a checkpoint of an earlier version: not packed
+    assert torch.equal(load_checkpoint(path)["student"]["0.weight"], model[0].weight)

@@ -27,6 +27,7 @@ from kdlib.models import FeatureTaps, build_model
 from kdlib.models.simple import CNN1DParams, CNN2DParams, MLPParams
 from kdlib.runner import execute
 from kdlib.store import RunStore
+from kdlib.trainer import load_checkpoint
 from tests.conftest import StopAfter
 
 
@@ -186,7 +187,7 @@ def test_the_saved_student_is_the_plain_architecture(tiny):
     plain = build_model(config.student, (2,), 2)
     plain.load_state_dict(saved, strict=True)
     assert sum(v.numel() for v in saved.values()) == sum(p.numel() for p in plain.parameters())
-    checkpoint = torch.load(store.run_dir(run_id) / "checkpoint.pt", weights_only=True)
+    checkpoint = load_checkpoint(store.run_dir(run_id) / "checkpoint.pt")
     assert sum(v.numel() for v in checkpoint["distiller"]["heads"].values()) > 0  # the heads live beside it
     arrays = store.per_sample(run_id, 1)
     for key in ("p_true_head1", "p_true_head2", "rot_acc_head1", "rot_acc_head2", "kl_head1", "p_true_student"):
