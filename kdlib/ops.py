@@ -34,8 +34,3 @@ def softmax(logits: Tensor) -> Tensor:
     if _classes_first(logits):
         return F.softmax(logits.movedim(-1, 0), dim=0).movedim(0, -1).contiguous()
     return F.softmax(logits, dim=-1)
-
-
-def cross_entropy_per_sample(logits: Tensor, labels: Tensor) -> Tensor:
-    """-log softmax(logits)[label] per sample [N], as `F.cross_entropy(..., reduction="none")`."""
-    return -log_softmax(logits).gather(1, labels[:, None]).squeeze(1)

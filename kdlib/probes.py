@@ -54,17 +54,37 @@ def _ece(confidence: Tensor, correct: Tensor, num_bins: int) -> Tensor:
     return (correct_sum - confidence_sum).abs().sum() / max(len(confidence), 1)
 
 
+PREDICT_BATCH = 4096  # rows per forward pass when predicting
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device, autocast) -> Tensor:
     """Float32 logits for every sample of a split, in dataset order."""
+    return predict_splits(model, [split], batch_size, device, autocast)[0]
+
+
+@torch.no_grad()
+def predict_splits(model: nn.Module, splits: list[Split], batch_size: int, device: torch.device, autocast
+                   ) -> list[Tensor]:
+    """Float32 logits for every sample of each split. In-memory splits that fit one forward pass together
+    (validation and test of a small set, every epoch) take one pass: its fixed costs once, not per split."""
     was_training = model.training
     model.eval()
-    outputs = []
-    for batch in split.batches(max(batch_size, 4096)):
+    sizes = [len(split) for split in splits]
+    if all(hasattr(split, "x") for split in splits) and sum(sizes) <= max(batch_size, PREDICT_BATCH):
         with autocast():
-            outputs.append(model(batch.x.to(device, non_blocking=True)).float())
+            together = model(torch.cat([split.x for split in splits]).to(device, non_blocking=True)).float()
+        logits = list(together.split(sizes))
+    else:
+        logits = []
+        for split in splits:
+            outputs = []
+            for batch in split.batches(max(batch_size, PREDICT_BATCH)):
+                with autocast():
+                    outputs.append(model(batch.x.to(device, non_blocking=True)).float())
+            logits.append(torch.cat(outputs))
     model.train(was_training)
-    return torch.cat(outputs)
+    return logits
 
 
 def evaluate(logits: Tensor, labels: Tensor, ece_bins: int, with_probs: bool = False
@@ -148,13 +168,15 @@ def bias_variance(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"bias": bias, "variance": -log_z, "loss": loss}).rename_axis("index")
 
 
-def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor) -> dict[str, Tensor]:
+def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor, probs: Tensor | None = None
+                         ) -> dict[str, Tensor]:
     """Per sample: the norm of d loss_i / d logits_i and its ratio to plain cross-entropy's, p - e_y.
 
     `logit_grad_ratio_true` is the true-class component against CE's (p_y - 1), PS-KD's w_gt.
     Denominators are kept away from 0 (1e-4) so a confident sample's ratio stays finite in float16.
+    `probs`: softmax(logits), when the caller has it already.
     """
-    probs = ops.softmax(logits.float())
+    probs = ops.softmax(logits.float()) if probs is None else probs
     ce_grad = probs - F.one_hot(labels, probs.shape[1]).float()
     rows = labels[:, None]
     true, ce_true = grad.gather(1, rows).squeeze(1), ce_grad.gather(1, rows).squeeze(1)

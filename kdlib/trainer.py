@@ -25,11 +25,12 @@ from torch import nn
 
 from kdlib.config import LRScheduleSection, OptimizerSection, RunConfig
 from kdlib.data import DataBundle, load_data
+from kdlib.data.base import TensorSplit
 from kdlib.distributed import SINGLE, Processes
 from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
-from kdlib.probes import RouteProbe, evaluate, first_samples, logit_gradient_stats, predict
+from kdlib.probes import RouteProbe, evaluate, first_samples, logit_gradient_stats, predict_splits
 from kdlib.teacher_cache import attach_teacher_cache
 
 
@@ -358,6 +359,9 @@ def _train(
     shard_sizes = torch.tensor(own_sizes, dtype=torch.float32, device=device)
     batch_shares = [own / n for own, n in zip(own_sizes, global_sizes, strict=True)]
     lr_set = None  # the factor of the base learning rates last set (a constant schedule sets them once)
+    # an in-memory split already on the device yields batches there: no `.to` calls every step
+    batches_move = not (isinstance(data.train, TensorSplit) and memory_format is torch.contiguous_format
+                        and _on(data.train.y, device))
     try:
         for epoch in range(start_epoch, config.epochs):
             # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
@@ -374,7 +378,8 @@ def _train(
                 config.batch_size, shuffle=True, generator=generator, part=(processes.rank, processes.world)
             )
             for i, batch in enumerate(own_rows):
-                batch = batch.to(device, non_blocking=True, memory_format=memory_format)
+                if batches_move:
+                    batch = batch.to(device, non_blocking=True, memory_format=memory_format)
                 if (factor := lr_at(step)) != lr_set:
                     for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
                         group["lr"] = base_lr * factor
@@ -383,18 +388,22 @@ def _train(
                     with autocast():
                         out = distiller.forward(batch)
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(out.loss).backward()
+                    (scaler.scale(out.loss) if needs_scaler else out.loss).backward()
                     # the scale as a device tensor: get_scale() would sync with the host every step under fp16
                     loss_scale = scaler._get_scale_async() if needs_scaler else 1.0
                     watched = distiller.watched_logit_gradient(batch, loss_scale)
                 else:
                     optimizer.zero_grad(set_to_none=True)
-                processes.share_gradients(trainable, batch_shares[i])
+                if processes.active:
+                    processes.share_gradients(trainable, batch_shares[i])
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                if needs_scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:  # what a disabled GradScaler would do, without its calls every step
+                    optimizer.step()
 
                 if len(batch):
                     per_step.write(i, {"loss": out.loss, **out.terms})
@@ -454,6 +463,15 @@ def _train(
     return student
 
 
+def _on(tensor: torch.Tensor, device: torch.device) -> bool:
+    """Whether a tensor is on the device (`cuda` means the current one, as `.to("cuda")` does)."""
+    if tensor.device.type != device.type:
+        return False
+    if device.index is None and device.type == "cuda":
+        return tensor.device.index == torch.cuda.current_device()
+    return device.index in (None, tensor.device.index)
+
+
 def _memory_format(config: RunConfig, device: torch.device, model: nn.Module) -> torch.memory_format:
     """channels_last where it pays: 2-D convolutions on CUDA (tensor cores read NHWC without transposes)."""
     has_conv2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -494,29 +512,41 @@ class ColumnTable:
     def __init__(self, rows: int, device: torch.device) -> None:
         self.rows, self.device = rows, device
         self._tables: dict[str, torch.Tensor] = {}
-        self._pending: dict[str, tuple[list, list]] = {}  # key -> (wheres, values) not yet in its table
-        self._writes = self._waiting = 0
+        self._pending: list[tuple[int | torch.Tensor, dict[str, torch.Tensor]]] = []  # writes not yet in the tables
+        self._waiting = 0  # values they hold
 
     def write(self, where: int | torch.Tensor, values: dict[str, torch.Tensor]) -> None:
         """Keep a step's values for their rows (`where`: a row number, or the batch's dataset indices;
         a single value for a batch is given to each of its rows)."""
-        for key, value in values.items():
-            if value.requires_grad:
-                value = value.detach()  # no autograd graph outlives its step
-            if not isinstance(where, int) and value.dim() == 0:
-                value = value.expand(where.shape[0])
-            wheres, kept = self._pending.setdefault(key, ([], []))
-            wheres.append(where)
-            kept.append(value)
-            self._waiting += value.numel()
-        self._writes += 1
-        if self._writes % self.GATHER_EVERY == 0 or self._waiting > self.GATHER_ELEMENTS:
-            self._gather()
+        per_row, elements = not isinstance(where, int), 0
+        for value in values.values():
+            if value.requires_grad or (per_row and value.dim() == 0):
+                values = {key: self._kept(value, where) for key, value in values.items()}
+                break
+            elements += value.numel()
+        else:
+            self._pending.append((where, values))
+            self._waiting += elements
+            if len(self._pending) >= self.GATHER_EVERY or self._waiting > self.GATHER_ELEMENTS:
+                self._gather()
+            return
+        self.write(where, values)
+
+    @staticmethod
+    def _kept(value: torch.Tensor, where: int | torch.Tensor) -> torch.Tensor:
+        value = value.detach()  # no autograd graph outlives its step
+        if not isinstance(where, int) and value.dim() == 0:
+            value = value.expand(where.shape[0])
+        return value
 
     def _gather(self) -> None:
-        for key, (wheres, values) in self._pending.items():
-            if not values:
-                continue
+        by_key: dict[str, tuple[list, list]] = {}
+        for where, values in self._pending:
+            for key, value in values.items():
+                wheres, kept = by_key.setdefault(key, ([], []))
+                wheres.append(where)
+                kept.append(value)
+        for key, (wheres, values) in by_key.items():
             if isinstance(wheres[0], int):  # one row per write: a step's scalars
                 stacked = torch.stack(values).float()
                 index = _rows(wheres, self.device)
@@ -526,8 +556,7 @@ class ColumnTable:
             if key not in self._tables:
                 self._tables[key] = torch.full((self.rows, *stacked.shape[1:]), float("nan"), device=self.device)
             self._tables[key][index] = stacked
-            wheres.clear()
-            values.clear()
+        self._pending.clear()
         self._waiting = 0
 
     def merge(self, processes: Processes) -> None:
@@ -566,9 +595,9 @@ def _epoch_summary(config, data, student, distiller, per_sample, autocast, devic
     with_probs = config.probes.probs_every and (
         (epoch + 1) % config.probes.probs_every == 0 or epoch + 1 == config.epochs
     )
-    for split_name in config.probes.eval_splits:
-        split = getattr(data, split_name)
-        logits = predict(student, split, config.batch_size, device, autocast)
+    splits = [getattr(data, split_name) for split_name in config.probes.eval_splits]
+    predicted = predict_splits(student, splits, config.batch_size, device, autocast)
+    for split_name, split, logits in zip(config.probes.eval_splits, splits, predicted, strict=True):
         split_scalars, split_arrays = evaluate(logits, split.targets, config.probes.ece_bins, bool(with_probs))
         scalars |= {f"{split_name}.{k}": v for k, v in split_scalars.items()}
         if config.probes.per_sample and split_name != "train":

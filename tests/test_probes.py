@@ -67,3 +67,22 @@ def test_bias_variance_of_a_run_and_of_seeds_are_kept_in_the_store(tiny):
     assert np.allclose(store.analysis(runs[0], "bias_variance.test.last3").bias, snapshot.bias)
     with pytest.raises(ValueError, match="at least 2 runs"):
         bias_variance_of_runs(store, runs[:1])
+
+
+@pytest.mark.parametrize("batch_size", [4, 64])
+def test_splits_predicted_together_give_each_split_its_own_logits(batch_size, monkeypatch):
+    from contextlib import nullcontext
+
+    from kdlib import probes
+    from kdlib.data.base import TensorSplit
+
+    monkeypatch.setattr(probes, "PREDICT_BATCH", 6)  # 12 rows: one pass at batch 64; at 4, per split, 6 rows a pass
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)).train()
+    splits = [TensorSplit(torch.randn(n, 3), torch.zeros(n)) for n in (5, 7)]
+    together = probes.predict_splits(model, splits, batch_size, torch.device("cpu"), nullcontext)
+    model.eval()
+    for split, logits in zip(splits, together, strict=True):
+        assert torch.allclose(logits, model(split.x), atol=1e-6)
+    model.train()
+    probes.predict_splits(model, splits, batch_size, torch.device("cpu"), nullcontext)
+    assert model.training  # put back in training mode

@@ -38,12 +38,6 @@ class Batch:
         non_blocking: bool = False,
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> Batch:
-        device = torch.device(device)
-        if memory_format is torch.contiguous_format and all(
-            t is None or (t.device.type == device.type and device.index in (None, t.device.index))
-            for t in (self.x, self.y, self.index, self.draw)
-        ):
-            return self  # an in-memory split already on the device: nothing to move, every step
         x = self.x.to(device, non_blocking=non_blocking)
         if memory_format is not torch.contiguous_format and x.dim() == 4:
             x = x.contiguous(memory_format=memory_format)

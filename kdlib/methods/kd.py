@@ -20,7 +20,7 @@ from torch import Tensor
 
 from kdlib.data.base import Batch
 from kdlib.methods.base import METHODS, Distiller, StepOutput
-from kdlib.ops import cross_entropy_per_sample, log_softmax, softmax
+from kdlib.ops import log_softmax
 from kdlib.probes import logit_gradient_stats
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
@@ -60,14 +60,23 @@ def kd_step_loss(batch: Batch, student_logits: Tensor, teacher_logits: Tensor, t
 
 @torch.no_grad()
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, w_ce: float,
-                  w_kd: float) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+                  w_kd: float, with_gradient: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Per sample: the KD loss, KL(teacher || student) at T, and each model's probability of the true
     class; and the loss's terms averaged over the samples (`loss_ce`, `loss_kd`). Rows may be a batch or a
-    whole epoch: KD keeps its steps' logits and works these out once per epoch (`KD.finish_per_sample`)."""
-    teacher_logits = teacher_logits.float()
-    kl = _kl_per_sample(student_logits, log_softmax(teacher_logits / temperature), temperature)
-    ce = cross_entropy_per_sample(student_logits.float(), labels)
-    ce_teacher = cross_entropy_per_sample(teacher_logits, labels)
+    whole epoch: KD keeps its steps' logits and works these out once per epoch (`KD.finish_per_sample`).
+
+    `with_gradient` adds the gradient probe's values (`probes.logit_gradient_stats`) from the gradient at
+    the logits in closed form, d loss_i / d z_i = w_ce (p - e_y) + w_kd T (p^T - q^T), with p = softmax(z)
+    and p^T, q^T the student's and teacher's softmax at T: what the trainer's probe reads after backward
+    for other methods (`tests/methods/test_gradient_probe.py` checks that the two agree).
+    """
+    student, teacher = student_logits.float(), teacher_logits.float()
+    log_p_student_t, log_p_teacher_t = log_softmax(student / temperature), log_softmax(teacher / temperature)
+    kl = F.kl_div(log_p_student_t, log_p_teacher_t, reduction="none", log_target=True).sum(1)
+    log_p_student = log_softmax(student)
+    rows = labels[:, None]
+    ce = -log_p_student.gather(1, rows).squeeze(1)
+    ce_teacher = -log_softmax(teacher).gather(1, rows).squeeze(1)
     p_true = torch.stack([ce, ce_teacher]).neg_().exp_()  # CE is -log p_true
     per_sample = {
         "loss_per_sample": torch.add(w_ce * ce, kl, alpha=w_kd * temperature**2),
@@ -75,19 +84,13 @@ def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
         "p_true_student": p_true[0],
         "p_true_teacher": p_true[1],
     }
+    if with_gradient:
+        probs = log_p_student.exp()
+        ce_grad = probs.scatter_add(1, rows, torch.full_like(probs[:, :1], -1.0))
+        soft_grad = log_p_student_t.exp_().sub_(log_p_teacher_t.exp_())  # in place: the log-probs are done with
+        gradient = torch.add(w_ce * ce_grad, soft_grad, alpha=w_kd * temperature)
+        per_sample |= logit_gradient_stats(student, gradient, labels, probs=probs)
     return per_sample, {"loss_ce": ce.nanmean(), "loss_kd": kl.nanmean() * temperature**2}
-
-
-@torch.no_grad()
-def kd_logit_gradient(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, w_ce: float,
-                      w_kd: float) -> Tensor:
-    """d loss_i / d z_i of the KD loss per sample: w_ce (p - e_y) + w_kd T (p^T - q^T), where p = softmax(z),
-    p^T and q^T the student's and teacher's softmax at T ([N, K] each). What the trainer's gradient probe
-    reads after backward, in closed form: `tests/methods/test_gradient_probe.py` checks the two agree."""
-    student, teacher = student_logits.float(), teacher_logits.float()
-    ce_grad = softmax(student).scatter_add_(1, labels[:, None], torch.full_like(student[:, :1], -1.0))
-    return torch.add(w_ce * ce_grad, softmax(student / temperature) - softmax(teacher / temperature),
-                     alpha=w_kd * temperature)
 
 
 def kd_step_output(
@@ -117,10 +120,7 @@ class KD(Distiller):
         student, teacher = rows.pop("student_logits", None), rows.pop("teacher_logits", None)
         if student is None or teacher is None:
             return rows, {}
-        per_sample, terms = kd_per_sample(student, teacher, labels, *self._weights())
-        if self.watch_gradients:  # the gradient probe's values, from the gradient that backward computed
-            per_sample |= logit_gradient_stats(student, kd_logit_gradient(student, teacher, labels, *self._weights()),
-                                               labels)
+        per_sample, terms = kd_per_sample(student, teacher, labels, *self._weights(), with_gradient=self.watch_gradients)
         return rows | per_sample, terms
 
     def _weights(self) -> tuple[float, float, float]:
