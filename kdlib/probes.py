@@ -68,6 +68,8 @@ def predict_splits(model: nn.Module, splits: list[Split], batch_size: int, devic
                    ) -> list[Tensor]:
     """Float32 logits for every sample of each split. In-memory splits that fit one forward pass together
     (validation and test of a small set, every epoch) take one pass: its fixed costs once, not per split."""
+    if not splits:
+        return []
     was_training = model.training
     model.eval()
     sizes = [len(split) for split in splits]

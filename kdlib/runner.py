@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -27,10 +28,15 @@ from kdlib.trainer import Control, StopRequested, fit
 
 
 class StoreControl(Control):
-    """Obeys the control flag a run has in the store; marks the run paused while it waits."""
+    """Obeys the control flag a run has in the store; marks the run paused while it waits.
 
-    def __init__(self, store: RunStore, run_id: str, poll_seconds: float = 0.2, also: tuple[str, ...] = ()) -> None:
-        self.store, self.run_id, self.poll_seconds = store, run_id, poll_seconds
+    `written()` returns once what the run emitted is in the store: called before the run shows as
+    paused, so that nothing it logged arrives after.
+    """
+
+    def __init__(self, store: RunStore, run_id: str, poll_seconds: float = 0.2, also: tuple[str, ...] = (),
+                 written: Callable[[], None] = lambda: None) -> None:
+        self.store, self.run_id, self.poll_seconds, self.written = store, run_id, poll_seconds, written
         self.watched = (run_id, *also)  # a teacher trained for a student also obeys the student's flag
 
     def _flag(self) -> str:
@@ -43,6 +49,7 @@ class StoreControl(Control):
             if flag == "stop":
                 raise StopRequested
             if not paused:
+                self.written()
                 self.store.update_run(self.run_id, status="paused")
                 paused = True
             time.sleep(self.poll_seconds)
@@ -71,7 +78,8 @@ def execute(
 
     def train(run_config: RunConfig, rid: str, teacher=None, on: Processes = SINGLE) -> None:
         sinks = [StoreSink(store, rid), *extra_sinks, *(own_sinks if rid == run_id else ())] if on.is_main else []
-        control = StoreControl(store, rid, also=(run_id,) if rid != run_id else ()) if on.is_main else None
+        control = (StoreControl(store, rid, also=(run_id,) if rid != run_id else (), written=sinks[0].flush)
+                   if on.is_main else None)
         try:
             fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=control, processes=on)
         finally:

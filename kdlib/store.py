@@ -575,7 +575,11 @@ class StoreSink:
 
     Writing per-sample arrays and scalars overlaps the next steps of training; `close()` returns
     once everything is written. An error in the writer is raised at the next `emit` or `close`.
+    Step scalars that come faster than `STEP_DELAY` apart are committed together, at most that much
+    later (a commit each costs the training process's cores more than the rows themselves).
     """
+
+    STEP_DELAY = 0.1  # seconds a step's scalars may wait for the next ones
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self.store, self.run_id = store, run_id
@@ -611,29 +615,46 @@ class StoreSink:
         db = sqlite3.connect(self.store.path, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # no fsync per commit: a killed process loses nothing committed
+        steps: list[tuple] = []  # step scalars not committed yet
+        due = math.inf  # when they must be
         try:
-            while (event := self._queue.get()) is not None:
-                if isinstance(event, threading.Event):
-                    event.set()
-                    continue
+            while True:
                 try:
-                    self._write(db, event)
+                    event = self._queue.get(timeout=max(due - time.monotonic(), 0.0) if steps else None)
+                except queue.Empty:
+                    event = ...  # time to commit the waiting step scalars
+                try:
+                    if isinstance(event, StepLogged):
+                        if not steps:
+                            due = time.monotonic() + self.STEP_DELAY
+                        steps += self._rows("step", event)
+                        continue
+                    if steps:  # anything else comes after them, in order
+                        self._insert_metrics(db, steps)
+                        steps = []
+                    if event is None:
+                        break
+                    if isinstance(event, threading.Event):
+                        event.set()
+                    elif event is not ...:
+                        self._write(db, event)
                 except BaseException as error:  # noqa: BLE001 - handed to the training thread
-                    self._error = error
+                    self._error, steps = error, []
         finally:
             db.close()
 
-    def _scalars(self, db, scope: str, event: StepLogged | EpochEnded) -> None:
+    def _rows(self, scope: str, event: StepLogged | EpochEnded) -> list[tuple]:
+        return [(self.run_id, scope, event.epoch, event.step, k, float(v), event.time) for k, v in event.scalars.items()]
+
+    @staticmethod
+    def _insert_metrics(db, rows: list[tuple]) -> None:
         with db:
             db.executemany(
-                "INSERT INTO metrics (run_id, scope, epoch, step, key, value, time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (self.run_id, scope, event.epoch, event.step, k, float(v), event.time)
-                    for k, v in event.scalars.items()
-                ],
+                "INSERT INTO metrics (run_id, scope, epoch, step, key, value, time) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
 
     def _write(self, db, event: Event) -> None:
+        """Any event but StepLogged (whose rows `_write_all` gathers)."""
         if isinstance(event, RunStarted):
             self.store.truncate(self.run_id, event.start_epoch)
             self.store.update_run(
@@ -648,12 +669,10 @@ class StoreSink:
                 device=event.device,
             )
             self.store.log_event(self.run_id, "started", f"epoch {event.start_epoch} on {event.device}")
-        elif isinstance(event, StepLogged):
-            self._scalars(db, "step", event)
         elif isinstance(event, EpochEnded):
             if event.per_sample:  # arrays first: whoever sees the epoch's scalars finds its arrays
                 self.store.write_per_sample(self.run_id, event.epoch, event.per_sample, connection=db)
-            self._scalars(db, "epoch", event)
+            self._insert_metrics(db, self._rows("epoch", event))
         elif isinstance(event, CheckpointSaved):
             self.store.update_run(self.run_id, connection=db, epoch=event.epoch)
         elif isinstance(event, RunEnded):

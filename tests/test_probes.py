@@ -86,3 +86,4 @@ def test_splits_predicted_together_give_each_split_its_own_logits(batch_size, mo
     model.train()
     probes.predict_splits(model, splits, batch_size, torch.device("cpu"), nullcontext)
     assert model.training  # put back in training mode
+    assert probes.predict_splits(model, [], batch_size, torch.device("cpu"), nullcontext) == []  # eval_splits: []

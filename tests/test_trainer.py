@@ -234,3 +234,11 @@ def test_a_packed_checkpoint_gives_back_every_tensor_and_value_and_is_a_copy():
     restored.load_state_dict(loaded["optimizer"])  # what a resumed run does
     save_atomic(state, path)  # a checkpoint of an earlier version: not packed
     assert torch.equal(load_checkpoint(path)["student"]["0.weight"], model[0].weight)
+
+
+def test_a_run_that_evaluates_no_split_trains_and_records_its_training_values(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny(probes={"eval_splits": [], "log_every": 2}, epochs=2))
+    assert execute(run_id, store) == "done", store.run(run_id)["error"]
+    assert not any(c.startswith(("val.", "test.")) for c in store.epoch_metrics(run_id).columns)
+    assert "p_true_student" in store.per_sample(run_id, 1)

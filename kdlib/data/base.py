@@ -81,7 +81,9 @@ class TensorSplit:
         order = torch.randperm(n, generator=generator).to(self.y.device) if shuffle else self.index
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
-            rows = order[start : start + batch_size][rank::parts]
+            rows = order[start : start + batch_size]
+            if parts > 1:
+                rows = rows[rank::parts]
             yield Batch(self.x[rows], self.y[rows], rows)
 
 
