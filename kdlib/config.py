@@ -175,7 +175,8 @@ class ProbesSection(Section):
     grad_stats: bool = Field(
         True,
         description="record per sample the gradient at the student's logits and its ratio "
-        "to plain cross-entropy's (read after the backward pass: no extra pass)",
+        "to plain cross-entropy's (read after the backward pass, no extra pass; KD works it out in "
+        "closed form from its logits at the epoch's end)",
     )
     probs_every: int = Field(
         1,

@@ -55,6 +55,10 @@ def _ece(confidence: Tensor, correct: Tensor, num_bins: int) -> Tensor:
 
 
 PREDICT_BATCH = 4096  # rows per forward pass when predicting
+# Splits go through the model together only when their inputs are this small: a pass's fixed costs
+# then weigh the most, while larger passes run slower per sample (a cnn2d on 2,100 CIFAR-shaped
+# images takes 530 ms in one pass, 470 ms in two of 700 and 1,400).
+TOGETHER_ELEMENTS = 1 << 18
 
 
 @torch.no_grad()
@@ -66,14 +70,14 @@ def predict(model: nn.Module, split: Split, batch_size: int, device: torch.devic
 @torch.no_grad()
 def predict_splits(model: nn.Module, splits: list[Split], batch_size: int, device: torch.device, autocast
                    ) -> list[Tensor]:
-    """Float32 logits for every sample of each split. In-memory splits that fit one forward pass together
-    (validation and test of a small set, every epoch) take one pass: its fixed costs once, not per split."""
+    """Float32 logits for every sample of each split. Small in-memory splits (validation and test of a
+    small set, every epoch) take one forward pass together: its fixed costs once, not per split."""
     if not splits:
         return []
     was_training = model.training
     model.eval()
     sizes = [len(split) for split in splits]
-    if all(hasattr(split, "x") for split in splits) and sum(sizes) <= max(batch_size, PREDICT_BATCH):
+    if all(hasattr(split, "x") for split in splits) and sum(split.x.numel() for split in splits) <= TOGETHER_ELEMENTS:
         with autocast():
             together = model(torch.cat([split.x for split in splits]).to(device, non_blocking=True)).float()
         logits = list(together.split(sizes))

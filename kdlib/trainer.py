@@ -242,10 +242,10 @@ _PACKED, _TENSOR = "kdlib_packed_state", "__kdlib_tensor__"
 def pack_state(state: dict) -> dict:
     """A copy of a checkpoint's state with every tensor in one flat buffer per dtype and device.
 
-    torch.save pays per tensor and per pickled object: a small model's state with its optimizer's
-    (some 20 tensors) saves in half the time packed. Each tensor is replaced by (marker, buffer, offset,
-    shape); `load_checkpoint` rebuilds them as views. Plain containers only, so the file still loads
-    with torch.load(weights_only=True).
+    torch.save pays per tensor and per pickled object: packed, a small CNN's state with Adam's (38
+    tensors) is copied and saved 1.9x faster, an MLP's (16) 1.2x (`bench/checkpoint.py`). Each tensor
+    is replaced by (marker, buffer, offset, shape); `load_checkpoint` rebuilds them as views. Plain
+    containers only, so the file still loads with torch.load(weights_only=True).
     """
     parts: dict[str, list[torch.Tensor]] = {}
     sizes: dict[str, int] = {}

@@ -76,10 +76,14 @@ def test_splits_predicted_together_give_each_split_its_own_logits(batch_size, mo
     from kdlib import probes
     from kdlib.data.base import TensorSplit
 
-    monkeypatch.setattr(probes, "PREDICT_BATCH", 6)  # 12 rows: one pass at batch 64; at 4, per split, 6 rows a pass
+    monkeypatch.setattr(probes, "PREDICT_BATCH", 6)  # per split: passes of 6 rows at batch 4, of 64 at 64
+    monkeypatch.setattr(probes, "TOGETHER_ELEMENTS", 36 if batch_size == 64 else 35)  # 12 rows of 3: together?
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)).train()
     splits = [TensorSplit(torch.randn(n, 3), torch.zeros(n)) for n in (5, 7)]
+    passes = []
+    model.register_forward_hook(lambda module, inputs, output: passes.append(len(inputs[0])))
     together = probes.predict_splits(model, splits, batch_size, torch.device("cpu"), nullcontext)
+    assert passes == ([12] if batch_size == 64 else [5, 6, 1])
     model.eval()
     for split, logits in zip(splits, together, strict=True):
         assert torch.allclose(logits, model(split.x), atol=1e-6)
