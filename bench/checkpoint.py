@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import best_of  # noqa: E402
 
 from kdlib.models import build_model  # noqa: E402
 from kdlib.models.base import MODELS  # noqa: E402
@@ -42,17 +43,6 @@ def plain_copy(value):
     if isinstance(value, (list, tuple)):
         return type(value)(plain_copy(v) for v in value)
     return value
-
-
-def best_of(fn, rounds: int = 7, calls: int = 30) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
 
 
 def state_after_one_step(params: dict, input_shape: tuple[int, ...]) -> dict:

@@ -14,7 +14,6 @@ Last line: `softmax_speedup_epoch <PyTorch's time / kdlib.ops's time for [4200, 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,20 +21,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from timing import best_of  # noqa: E402
+
 from kdlib import ops  # noqa: E402
 
 SHAPES = {"batch": (128, 10), "epoch": (4200, 10), "epoch_100_classes": (4200, 100)}
-
-
-def best_of(fn, rounds: int = 7, calls: int = 50) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
 
 
 def main() -> None:
@@ -44,8 +34,8 @@ def main() -> None:
     for name, shape in SHAPES.items():
         logits = torch.randn(shape)
         assert torch.allclose(ops.log_softmax(logits), F.log_softmax(logits, dim=1), atol=1e-6)
-        theirs = best_of(lambda logits=logits: F.log_softmax(logits, dim=1))
-        ours = best_of(lambda logits=logits: ops.log_softmax(logits))
+        theirs = best_of(lambda logits=logits: F.log_softmax(logits, dim=1), calls=50)
+        ours = best_of(lambda logits=logits: ops.log_softmax(logits), calls=50)
         speedups[name] = theirs / ours
         print(f"{name} {list(shape)}: F.log_softmax {theirs * 1e6:.1f} us, kdlib.ops.log_softmax {ours * 1e6:.1f} us, "
               f"speed-up {speedups[name]:.2f}x")
