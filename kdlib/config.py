@@ -176,7 +176,7 @@ class ProbesSection(Section):
         True,
         description="record per sample the gradient at the student's logits and its ratio "
         "to plain cross-entropy's (read after the backward pass, no extra pass; KD works it out in "
-        "closed form from its logits at the epoch's end)",
+        "closed form from its logits at the epoch's end); needs per_sample",
     )
     probs_every: int = Field(
         1,

@@ -182,6 +182,7 @@ def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor, probs: Te
     Denominators are kept away from 0 (1e-4) so a confident sample's ratio stays finite in float16.
     `probs`: softmax(logits), when the caller has it already.
     """
+    labels = labels.to(grad.device)  # a DataLoader split's labels stay on the CPU
     probs = ops.softmax(logits.float()) if probs is None else probs
     ce_grad = probs - F.one_hot(labels, probs.shape[1]).float()
     rows = labels[:, None]

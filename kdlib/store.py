@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -623,25 +623,30 @@ class StoreSink:
                     event = self._queue.get(timeout=max(due - time.monotonic(), 0.0) if steps else None)
                 except queue.Empty:
                     event = ...  # time to commit the waiting step scalars
-                try:
-                    if isinstance(event, StepLogged):
-                        if not steps:
-                            due = time.monotonic() + self.STEP_DELAY
-                        steps += self._rows("step", event)
+                if isinstance(event, StepLogged):
+                    if not steps:
+                        due = time.monotonic() + self.STEP_DELAY
+                    steps += self._rows("step", event)
+                    if time.monotonic() < due:
                         continue
-                    if steps:  # anything else comes after them, in order
-                        self._insert_metrics(db, steps)
-                        steps = []
-                    if event is None:
-                        break
-                    if isinstance(event, threading.Event):
-                        event.set()
-                    elif event is not ...:
-                        self._write(db, event)
-                except BaseException as error:  # noqa: BLE001 - handed to the training thread
-                    self._error, steps = error, []
+                if steps:  # whatever comes next comes after them, in order
+                    self._attempt(self._insert_metrics, db, steps)
+                    steps = []
+                if event is None:
+                    break
+                if isinstance(event, threading.Event):
+                    event.set()
+                elif event is not ... and not isinstance(event, StepLogged):
+                    self._attempt(self._write, db, event)
         finally:
             db.close()
+
+    def _attempt(self, write: Callable, *args) -> None:
+        """Write, or keep the error for the training thread (raised at its next emit or close)."""
+        try:
+            write(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the training thread
+            self._error = error
 
     def _rows(self, scope: str, event: StepLogged | EpochEnded) -> list[tuple]:
         return [(self.run_id, scope, event.epoch, event.step, k, float(v), event.time) for k, v in event.scalars.items()]

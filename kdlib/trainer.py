@@ -323,7 +323,8 @@ def _train(
     context = MethodContext(data.num_classes, len(data.train), config.epochs, device, data.train, route,
                             data.target_train, teacher_outputs)
     distiller = METHODS.get(config.method.name)(config.method, student, teacher, context)
-    distiller.watch_gradients = config.probes.grad_stats
+    # the probe's values are per-sample arrays: without those, not worth its work
+    distiller.watch_gradients = config.probes.grad_stats and config.probes.per_sample
     trainable = list(student.parameters()) + distiller.extra_parameters()
     optimizer = make_optimizer(config.optimizer, trainable)
     lr_at = partial(lr_factor, config.lr_schedule, config.epochs, steps_per_epoch)
@@ -426,6 +427,11 @@ def _train(
             # each term's mean over the epoch's samples: steps weighted by their sizes, summed over processes
             terms = processes.sum(torch.stack(list(per_step_columns.values())).nan_to_num() @ shard_sizes) / len(data.train)
             per_sample.merge(processes)
+            distiller.merge_across_processes(processes)
+            processes.broadcast_module(student, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
+            if not processes.is_main:
+                control.poll()
+                continue
             per_sample_columns = per_sample.columns()
             watched_rows = [per_sample_columns.pop(key, None) for key in (_WATCHED_LOGITS, _WATCHED_GRAD)]
             per_sample_columns, epoch_terms = distiller.finish_per_sample(per_sample_columns, data.train.targets)
@@ -433,11 +439,6 @@ def _train(
                 terms = torch.cat([terms, torch.stack(list(epoch_terms.values()))])
             train_terms = dict(zip((f"train.{k}" for k in (*per_step_columns, *epoch_terms)), terms.tolist(),
                                    strict=True))
-            distiller.merge_across_processes(processes)
-            processes.broadcast_module(student, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
-            if not processes.is_main:
-                control.poll()
-                continue
             if watched_rows[0] is not None:
                 per_sample_columns |= logit_gradient_stats(*watched_rows, data.train.targets)
             scalars, arrays = _epoch_summary(

@@ -112,6 +112,23 @@ def test_step_scalars_logged_in_quick_succession_are_committed_together_and_soon
     sink.close()
 
 
+def test_a_failed_commit_of_step_scalars_is_raised_and_the_writer_still_ends(tiny, monkeypatch):
+    store = RunStore()
+    run_id = store.create_run(tiny())
+
+    def locked(db, rows):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(StoreSink, "_insert_metrics", staticmethod(locked))
+    sink = StoreSink(store, run_id)
+    sink.emit(StepLogged(0, 1, {"train.loss": 1.0}))
+    with pytest.raises(RuntimeError, match="database is locked"):
+        sink.flush()  # returns (with the error) rather than waiting for ever
+    # the error was handed over once; the writer goes on and ends
+    sink.close()
+    assert not sink._thread.is_alive()
+
+
 OLD_SCHEMA = """
 CREATE TABLE runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, method TEXT, config TEXT NOT NULL,

@@ -67,8 +67,9 @@ def rescaling(run: LoadedRun, samples, sample: int) -> None:
         )
     else:
         st.caption(
-            "The gradient at the true-class logit as a share of plain cross-entropy's (1 = like CE), measured "
-            "after the backward pass, against how hard the sample was for the student at that step."
+            "The gradient at the true-class logit as a share of plain cross-entropy's (1 = like CE): the one "
+            "the backward pass put there (KD works it out in closed form from the step's logits), against how "
+            "hard the sample was for the student at that step."
         )
 
 

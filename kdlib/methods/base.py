@@ -71,7 +71,7 @@ class Distiller:
     # come from the teacher-output cache. Not for methods that read features, train the teacher, or feed
     # it other inputs.
     uses_teacher_logits_only: ClassVar[bool] = False
-    watch_gradients: bool = True  # the trainer turns it off when `probes.grad_stats` is false
+    watch_gradients: bool = True  # the trainer turns it off when `probes.grad_stats` or `probes.per_sample` is false
     # False for methods that take optimizer steps of their own (a search, a teacher they train): those
     # steps are not shared across processes, so such a method refuses to run under torchrun.
     runs_on_several_processes: ClassVar[bool] = True

@@ -109,7 +109,10 @@ class KD(Distiller):
     uses_teacher_logits_only = True
 
     def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
-        # each step keeps its logits (references, no work); the per-sample values follow at the epoch's end
+        if not self.watch_gradients:  # no probe: the per-sample values are worked out as each step goes
+            return kd_step_output(batch, student_out, teacher_out, *self._weights())
+        # With the gradient probe, whose [N, K] logits would be kept anyway, each step keeps its logits
+        # (references, no work) and the per-sample values and the probe's follow at the epoch's end.
         loss = kd_step_loss(batch, student_out, teacher_out, *self._weights())
         return StepOutput(loss, per_sample={"student_logits": student_out.detach(), "teacher_logits": teacher_out})
 
@@ -120,6 +123,7 @@ class KD(Distiller):
         student, teacher = rows.pop("student_logits", None), rows.pop("teacher_logits", None)
         if student is None or teacher is None:
             return rows, {}
+        labels = labels.to(student.device)  # a DataLoader split's labels stay on the CPU
         per_sample, terms = kd_per_sample(student, teacher, labels, *self._weights(), with_gradient=self.watch_gradients)
         return rows | per_sample, terms
 

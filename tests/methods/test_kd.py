@@ -106,3 +106,23 @@ def test_kd_works_out_its_per_sample_values_at_the_epoch_end_as_each_step_would_
     for key in ("loss_ce", "loss_kd"):  # the epoch's term: the batch means weighted by the batch sizes
         weighted = sum(len(index) * step.terms[key] for index, step in steps) / n
         assert terms[key].item() == pytest.approx(weighted.item(), abs=1e-6)
+
+
+def test_without_the_gradient_probe_kd_works_out_its_values_each_step_and_keeps_no_logits():
+    from torch import nn
+
+    from kdlib.methods import METHODS
+    from kdlib.methods.base import MethodContext
+
+    kd = METHODS.get("kd")
+    distiller = kd(kd.Params(), nn.Linear(2, 3), nn.Linear(2, 3),
+                   MethodContext(3, 4, 1, torch.device("cpu"), None, None, None, None))
+    distiller.watch_gradients = False  # probes.grad_stats or probes.per_sample false: no [N, K] tables kept
+    distiller.on_epoch_start(0)
+    batch = Batch(torch.randn(4, 2), torch.tensor([0, 1, 2, 0]), torch.arange(4))
+    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    out = distiller.loss(batch, student, teacher)
+    expected = kd_step_output(batch, student, teacher, 4.0, 0.1, 0.9)
+    assert set(out.per_sample) == {"loss_per_sample", "kl", "p_true_student", "p_true_teacher"}
+    assert set(out.terms) == {"loss_ce", "loss_kd"}
+    assert torch.allclose(out.per_sample["kl"], expected.per_sample["kl"])
