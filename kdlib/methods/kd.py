@@ -58,12 +58,12 @@ def kd_step_loss(batch: Batch, student_logits: Tensor, teacher_logits: Tensor, t
     return torch.add(w_ce * F.cross_entropy(student_logits.float(), batch.y), soft, alpha=w_kd * temperature**2)
 
 
-@torch.no_grad()
 def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, w_ce: float,
                   w_kd: float, with_gradient: bool = False) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Per sample: the KD loss, KL(teacher || student) at T, and each model's probability of the true
     class; and the loss's terms averaged over the samples (`loss_ce`, `loss_kd`). Rows may be a batch or a
     whole epoch: KD keeps its steps' logits and works these out once per epoch (`KD.finish_per_sample`).
+    Differentiable in the student's logits (the loss is the mean of `loss_per_sample`), the rest detached.
 
     `with_gradient` adds the gradient probe's values (`probes.logit_gradient_stats`) from the gradient at
     the logits in closed form, d loss_i / d z_i = w_ce (p - e_y) + w_kd T (p^T - q^T), with p = softmax(z)
@@ -77,29 +77,32 @@ def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
     rows = labels[:, None]
     ce = -log_p_student.gather(1, rows).squeeze(1)
     ce_teacher = -log_softmax(teacher).gather(1, rows).squeeze(1)
-    p_true = torch.stack([ce, ce_teacher]).neg_().exp_()  # CE is -log p_true
+    p_true = torch.stack([ce.detach(), ce_teacher.detach()]).neg_().exp_()  # CE is -log p_true
     per_sample = {
         "loss_per_sample": torch.add(w_ce * ce, kl, alpha=w_kd * temperature**2),
-        "kl": kl,
+        "kl": kl.detach(),
         "p_true_student": p_true[0],
         "p_true_teacher": p_true[1],
     }
     if with_gradient:
-        probs = log_p_student.exp()
-        ce_grad = probs.scatter_add(1, rows, torch.full_like(probs[:, :1], -1.0))
-        soft_grad = log_p_student_t.exp_().sub_(log_p_teacher_t.exp_())  # in place: the log-probs are done with
-        gradient = torch.add(w_ce * ce_grad, soft_grad, alpha=w_kd * temperature)
-        per_sample |= logit_gradient_stats(student, gradient, labels, probs=probs)
-    return per_sample, {"loss_ce": ce.nanmean(), "loss_kd": kl.nanmean() * temperature**2}
+        with torch.no_grad():
+            probs = log_p_student.exp()
+            ce_grad = probs.scatter_add(1, rows, torch.full_like(probs[:, :1], -1.0))
+            gradient = torch.add(w_ce * ce_grad, log_p_student_t.exp() - log_p_teacher_t.exp(), alpha=w_kd * temperature)
+            per_sample |= logit_gradient_stats(student.detach(), gradient, labels, probs=probs)
+    with torch.no_grad():
+        return per_sample, {"loss_ce": ce.nanmean(), "loss_kd": kl.nanmean() * temperature**2}
 
 
 def kd_step_output(
     batch: Batch, student_logits: Tensor, teacher_logits: Tensor, temperature: float, w_ce: float, w_kd: float
 ) -> StepOutput:
-    """The Hinton KD loss with its per-sample values and terms for this batch; RCO and ProKT use it with
-    other targets."""
-    per_sample, terms = kd_per_sample(student_logits, teacher_logits, batch.y, temperature, w_ce, w_kd)
-    return StepOutput(kd_step_loss(batch, student_logits, teacher_logits, temperature, w_ce, w_kd), terms, per_sample)
+    """The Hinton KD loss with its per-sample values and terms for this batch, in one pass; RCO and ProKT use
+    it with other targets."""
+    per_sample, terms = kd_per_sample(student_logits, teacher_logits.detach(), batch.y, temperature, w_ce, w_kd)
+    loss = per_sample["loss_per_sample"].mean()
+    per_sample["loss_per_sample"] = per_sample["loss_per_sample"].detach()
+    return StepOutput(loss, terms, per_sample)
 
 
 @METHODS.register("kd")
