@@ -62,12 +62,6 @@ TOGETHER_ELEMENTS = 1 << 18
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device, autocast) -> Tensor:
-    """Float32 logits for every sample of a split, in dataset order."""
-    return predict_splits(model, [split], batch_size, device, autocast)[0]
-
-
-@torch.no_grad()
 def predict_splits(model: nn.Module, splits: list[Split], batch_size: int, device: torch.device, autocast
                    ) -> list[Tensor]:
     """Float32 logits for every sample of each split. Small in-memory splits (validation and test of a
