@@ -245,11 +245,13 @@ def _execute_on_processes(run_id: str, store: RunStore, processes) -> int:
 
     if processes.is_main:
         print(f"run {run_id} on {processes.world} processes  (store: {store.home})")
+    finished = False
     try:
         status = execute(run_id, store, extra_sinks=[ProgressSink(run_id)] if processes.is_main else [],
                          processes=processes)
+        finished = True
     finally:
-        shutdown()
+        shutdown(finished)
     if not processes.is_main:
         return 0  # it ended without an error; the run's status is the first process's to write
     _print_run(store, run_id)

@@ -131,6 +131,18 @@ def from_environment() -> Processes:
     return Processes(torch_dist.get_rank(), torch_dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shutdown() -> None:
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group. After a run this process finished, wait for the others first: a process
+    that leaves while another still talks to it can abort at exit (gloo: "terminate called without an
+    active exception"). The wait is bounded, so a process whose peer died still ends."""
+    if not torch_dist.is_initialized():
+        return
+    if finished:
+        try:
+            if torch_dist.get_backend() == "gloo":
+                torch_dist.monitored_barrier(timeout=timedelta(seconds=120))
+            else:
+                torch_dist.barrier()
+        except RuntimeError:
+            pass  # a peer gone or late: leave anyway
+    torch_dist.destroy_process_group()
