@@ -70,11 +70,10 @@ def predict_splits(model: nn.Module, splits: list[Split], batch_size: int, devic
         return []
     was_training = model.training
     model.eval()
-    sizes = [len(split) for split in splits]
     if all(hasattr(split, "x") for split in splits) and sum(split.x.numel() for split in splits) <= TOGETHER_ELEMENTS:
         with autocast():
             together = model(torch.cat([split.x for split in splits]).to(device, non_blocking=True)).float()
-        logits = list(together.split(sizes))
+        logits = list(together.split([len(split) for split in splits]))
     else:
         logits = []
         for split in splits:
@@ -168,17 +167,18 @@ def bias_variance(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"bias": bias, "variance": -log_z, "loss": loss}).rename_axis("index")
 
 
-def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor, probs: Tensor | None = None
+def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor, ce_grad: Tensor | None = None
                          ) -> dict[str, Tensor]:
     """Per sample: the norm of d loss_i / d logits_i and its ratio to plain cross-entropy's, p - e_y.
 
     `logit_grad_ratio_true` is the true-class component against CE's (p_y - 1), PS-KD's w_gt.
     Denominators are kept away from 0 (1e-4) so a confident sample's ratio stays finite in float16.
-    `probs`: softmax(logits), when the caller has it already.
+    `ce_grad`: p - e_y, when the caller has it already.
     """
     labels = labels.to(grad.device)  # a DataLoader split's labels stay on the CPU
-    probs = ops.softmax(logits.float()) if probs is None else probs
-    ce_grad = probs - F.one_hot(labels, probs.shape[1]).float()
+    if ce_grad is None:
+        probs = ops.softmax(logits.float())
+        ce_grad = probs - F.one_hot(labels, probs.shape[1]).float()
     rows = labels[:, None]
     true, ce_true = grad.gather(1, rows).squeeze(1), ce_grad.gather(1, rows).squeeze(1)
     norm = grad.norm(dim=1)

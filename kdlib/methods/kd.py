@@ -89,7 +89,7 @@ def kd_per_sample(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
             probs = log_p_student.exp()
             ce_grad = probs.scatter_add(1, rows, torch.full_like(probs[:, :1], -1.0))
             gradient = torch.add(w_ce * ce_grad, log_p_student_t.exp() - log_p_teacher_t.exp(), alpha=w_kd * temperature)
-            per_sample |= logit_gradient_stats(student.detach(), gradient, labels, probs=probs)
+            per_sample |= logit_gradient_stats(student.detach(), gradient, labels, ce_grad=ce_grad)
     with torch.no_grad():
         return per_sample, {"loss_ce": ce.nanmean(), "loss_kd": kl.nanmean() * temperature**2}
 
