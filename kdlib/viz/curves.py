@@ -1,0 +1,135 @@
+"""One run over time: loss and accuracy curves, scheduled coefficients, the method's own epoch
+scalars, and the curves of method internals (DFA's search weights, LSSKD's auxiliary heads)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .style import SPLIT_COLORS, _empty_figure, _small_multiples
+
+
+def training_curves_figure(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "") -> go.Figure:
+    """Loss per logged step and per epoch (left), accuracy per epoch on each split (right).
+
+    `steps` is indexed by global step with a `train.loss` column; `epochs` by epoch, with
+    `step`, `train.loss` and `<split>.acc` columns (`RunStore.step_metrics` / `epoch_metrics`).
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    if "train.loss" in steps:
+        fig.add_scatter(
+            x=steps.index,
+            y=steps["train.loss"],
+            mode="lines",
+            name="train loss (steps)",
+            line={"color": SPLIT_COLORS["train"], "width": 1},
+            opacity=0.5,
+            row=1,
+            col=1,
+        )
+    if "train.loss" in epochs:
+        fig.add_scatter(
+            x=epochs["step"],
+            y=epochs["train.loss"],
+            mode="lines+markers",
+            name="train loss (epoch mean)",
+            line={"color": SPLIT_COLORS["train"]},
+            row=1,
+            col=1,
+        )
+    for split, color in SPLIT_COLORS.items():
+        if f"{split}.acc" in epochs:
+            fig.add_scatter(
+                x=epochs.index,
+                y=epochs[f"{split}.acc"],
+                mode="lines+markers",
+                name=f"{split} accuracy",
+                line={"color": color},
+                row=1,
+                col=2,
+            )
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    return fig.update_layout(
+        title=title or None, height=360, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25}
+    )
+
+
+def schedule_figure(curves: dict[str, list[float]], title: str = "") -> go.Figure:
+    """Each schedulable coefficient's value at every epoch, one small panel per coefficient."""
+    if not curves:
+        return _empty_figure("this method has no coefficients that follow a schedule")
+    fig = _small_multiples(len(curves), list(curves), cols=len(curves))
+    for i, (name, values) in enumerate(curves.items()):
+        fig.add_scatter(
+            x=list(range(len(values))),
+            y=list(values),
+            mode="lines+markers",
+            name=name,
+            line={"shape": "hv" if len(set(values)) < len(values) / 2 else "linear"},
+            marker={"size": 4},
+            row=1,
+            col=i + 1,
+        )
+        fig.update_xaxes(title_text="epoch", row=1, col=i + 1)
+    return fig.update_layout(title=title or None, height=230, showlegend=False, margin={"t": 40, "b": 40, "l": 40})
+
+
+def method_scalar_columns(epochs: pd.DataFrame) -> list[str]:
+    """The epoch scalars a method adds: its coefficients (`temperature`, `w_kd`: no dot) and loss terms
+    (`train.loss_kd`); not the common ones (lr, loss, accuracy, NLL, ECE) nor probes (`route_kl.0003`)."""
+    return [
+        c
+        for c in epochs.columns
+        if c not in ("step", "lr", "train.loss")
+        and ("." not in c or (c.startswith("train.") and not c.endswith((".acc", ".nll", ".ece"))))
+    ]
+
+
+def scalars_figure(epochs: pd.DataFrame, columns: list[str] | None = None, title: str = "") -> go.Figure:
+    """Small multiples of epoch scalars (default: the method's own, e.g. temperature, w_kd, train.loss_kd)."""
+    columns = method_scalar_columns(epochs) if columns is None else [c for c in columns if c in epochs]
+    if not columns:
+        return _empty_figure("no method scalars yet")
+    fig = _small_multiples(len(columns), columns)
+    for i, column in enumerate(columns):
+        fig.add_scatter(
+            x=epochs.index, y=epochs[column], mode="lines+markers", name=column, row=i // 3 + 1, col=i % 3 + 1
+        )
+    rows = -(-len(columns) // 3)
+    return fig.update_layout(title=title or None, height=80 + 200 * rows, showlegend=False, margin={"t": 50, "b": 30})
+
+
+def search_weights_figure(search: pd.DataFrame, title: str = "Aggregation weights during the search") -> go.Figure:
+    """DFA: softmax(alpha) of each stage's candidates over search steps (`dfa.alpha.stage{i}.{j}` columns)."""
+    columns = [c for c in search.columns if c.startswith("dfa.alpha.")]
+    if not columns:
+        return _empty_figure("No search recorded for this run.")
+    stages = sorted({c.split(".")[2] for c in columns})
+    fig = _small_multiples(len(stages), stages)
+    for i, stage in enumerate(stages):
+        for column in sorted(c for c in columns if c.split(".")[2] == stage):
+            fig.add_scatter(
+                x=search.index,
+                y=search[column],
+                mode="lines",
+                name=f"{stage} candidate {column.split('.')[-1]}",
+                row=i // 3 + 1,
+                col=i % 3 + 1,
+            )
+    return fig.update_layout(title=title, height=320 * ((len(stages) + 2) // 3))
+
+
+def head_accuracy_figure(epochs_by_head: pd.DataFrame, title: str = "Auxiliary heads") -> go.Figure:
+    """LSSKD: mean true-class probability of each head (columns) per epoch (index)."""
+    fig = go.Figure(
+        [
+            go.Scatter(x=epochs_by_head.index, y=epochs_by_head[c], mode="lines+markers", name=c)
+            for c in epochs_by_head.columns
+        ]
+    )
+    return fig.update_layout(
+        title=title, xaxis_title="epoch", yaxis_title="mean p(true class)", yaxis_range=[0, 1], height=340
+    )
