@@ -8,10 +8,11 @@ run = kdlib.load_run(handle.run_id)                     # config, metrics and pe
 
 from __future__ import annotations
 
-from kdlib.config import ConfigError, RunConfig, load_config
+from kdlib.config import ConfigError, RunConfig
 from kdlib.methods import METHODS
 from kdlib.runner import RunHandle, launch, resume
 from kdlib.store import RunStore
+from kdlib.validation import load_config
 from kdlib.views import LoadedRun, load_run
 
 __all__ = [

@@ -10,9 +10,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from kdlib.config import ConfigError, load_config
+from kdlib.config import ConfigError
 from kdlib.events import EpochEnded, RunEnded, RunStarted, StepLogged
 from kdlib.store import RunNotFound, RunStore
+from kdlib.validation import load_config
 
 
 class ProgressSink:

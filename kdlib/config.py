@@ -9,81 +9,31 @@
     sweep:     {search: {temperature: "log:1:16"}}       a hyperparameter search over this config
                                                          (kdlib.sweep); not part of any run
 
-The data, model and method sections are validated against the params class of the registry
-entry they name, so a typo in a name or a key is refused with the path of the field and the
-closest valid names. `load_config(path, overrides)` reads YAML; `config.to_yaml()` writes it back.
+This module knows no registry: the data, model and method sections are a name and params here,
+which `kdlib.validation` (`load_config(path, overrides)`, `validate_config(data)`) checks against
+the params class of the registry entry they name, so a typo in a name or a key is refused with the
+path of the field and the closest valid names. `config.to_yaml()` writes a config back.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    Field,
-    SerializeAsAny,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, field_validator
 
-from kdlib.spec import Section, Spec
+from kdlib.spec import Named, Section
 
 
 class ConfigError(ValueError):
     """Bad config input; the message has one line per problem: `path.to.field: what is wrong`."""
 
 
-def _registry(kind: str):
-    # Imported late: data, models and methods import this module's Spec bases.
-    if kind == "data":
-        from kdlib.data import DATASETS
-
-        return DATASETS
-    if kind == "model":
-        from kdlib.models import MODELS
-
-        return MODELS
-    from kdlib.methods import METHODS
-
-    return METHODS
-
-
-def _named(kind: str):
-    """A before-validator that reads `{name: ...}` and validates the rest against that entry's Params."""
-
-    def validate(value: Any) -> Any:
-        if isinstance(value, Spec):
-            return value
-        if isinstance(value, str):
-            value = {"name": value}
-        if not isinstance(value, dict) or "name" not in value:
-            raise PydanticCustomError(
-                "missing_name", "needs a `name`: one of {names}", {"names": ", ".join(_registry(kind).names())}
-            )
-        registry = _registry(kind)
-        if value["name"] not in registry:
-            error = InitErrorDetails(
-                type=PydanticCustomError("unknown_name", registry.unknown_message(value["name"])),
-                loc=("name",),
-                input=value["name"],
-            )
-            raise ValidationError.from_exception_data("unknown name", [error])
-        return registry.get(value["name"]).Params.model_validate(value)
-
-    return BeforeValidator(validate)
-
-
-DataSpec = Annotated[SerializeAsAny[Spec], _named("data")]
-ModelSpec = Annotated[SerializeAsAny[Spec], _named("model")]
-MethodSpec = Annotated[SerializeAsAny[Spec], _named("method")]
+DataSpec = Named("data")
+ModelSpec = Named("model")
+MethodSpec = Named("method")
 
 
 class OptimizerSection(Section):
@@ -273,27 +223,6 @@ class RunConfig(TrainingSection):
         None, exclude=True, description="a hyperparameter search over this config (see `sweep` below)"
     )
 
-    @model_validator(mode="after")
-    def _teacher_when_needed(self) -> RunConfig:
-        from kdlib.methods import METHODS
-
-        if METHODS.get(self.method.name).needs_teacher and self.teacher is None:
-            raise ValueError(
-                f"teacher: method {self.method.name!r} needs a teacher; add a `teacher:` section "
-                "with at least `model: {name: ...}`"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _teacher_cache_possible(self) -> RunConfig:
-        refusal = teacher_cache_refusal(self)
-        if refusal and (refusal[0] == "augment_draws" or self.teacher.cache.enabled is True):
-            error = InitErrorDetails(
-                type=PydanticCustomError("teacher_cache", refusal[1]), loc=("teacher", "cache", refusal[0]), input=None
-            )
-            raise ValidationError.from_exception_data("teacher cache", [error])
-        return self
-
     def to_dict(self) -> dict:
         return _simplify(self.model_dump(mode="json"))
 
@@ -302,49 +231,6 @@ class RunConfig(TrainingSection):
 
     def run_name(self) -> str:
         return self.output.name or f"{self.method.name} {self.student.name} on {self.data.name}"
-
-
-def random_augmentation(data: Spec) -> str | None:
-    """The field that turns on random augmentation of the data (`data.augment`), or None if it is deterministic.
-
-    A dataset counts as randomly augmented when a field named `augment` is true anywhere in its
-    params (a domain pair's sides included).
-    """
-
-    def find(value: Any, path: str) -> str | None:
-        if isinstance(value, dict):
-            if value.get("augment") is True:
-                return f"{path}.augment"
-            return next((p for k, v in value.items() if (p := find(v, f"{path}.{k}"))), None)
-        return None
-
-    return find(data.model_dump(mode="json"), "data")
-
-
-def teacher_cache_refusal(config: RunConfig) -> tuple[str, str] | None:
-    """Why the teacher-output cache cannot serve this run: (field of teacher.cache, message), or None."""
-    from kdlib.methods import METHODS
-
-    if config.teacher is None or not METHODS.get(config.method.name).needs_teacher:
-        return None  # no teacher is used: nothing to cache
-    cache, augmented = config.teacher.cache, random_augmentation(config.data)
-    if cache.augment_draws and not augmented:
-        return "augment_draws", (
-            f"the training data has no random augmentation, so there are no views to draw; set "
-            f"teacher.cache.augment_draws: 0 (it was {cache.augment_draws})"
-        )
-    if not METHODS.get(config.method.name).uses_teacher_logits_only:
-        return "enabled", (
-            f"method {config.method.name!r} does more with the teacher than read its logits of the training "
-            "batch (its features, its own training, or other inputs), so they cannot come from a cache; "
-            "set teacher.cache.enabled: auto or false"
-        )
-    if augmented and not cache.augment_draws:
-        return "enabled", (
-            f"the training data uses random augmentation ({augmented}: true); set {augmented}: false, or "
-            "teacher.cache.augment_draws: N to cache N augmented views per sample"
-        )
-    return None
 
 
 def _simplify(value: Any) -> Any:
@@ -360,69 +246,6 @@ def _simplify(value: Any) -> Any:
 
 def stable_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-
-
-_NAMED_SECTIONS = {"data": "data", "student": "model", "teacher.model": "model", "method": "method"}
-
-
-def _fields_at(path: tuple, data: Any) -> list[str]:
-    """The field names a section at `path` accepts, for did-you-mean on unknown keys."""
-    model: Any = RunConfig
-    for depth, key in enumerate(path):
-        data = data.get(key) if isinstance(data, dict) else None
-        dotted = ".".join(map(str, path[: depth + 1]))
-        if dotted in _NAMED_SECTIONS:
-            registry = _registry(_NAMED_SECTIONS[dotted])
-            name = data.get("name") if isinstance(data, dict) else None
-            model = registry.get(name).Params if name in registry else None
-            continue
-        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return []
-        model = next(
-            (
-                a
-                for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
-                if isinstance(a, type) and issubclass(a, BaseModel)
-            ),
-            None,
-        )
-    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def format_errors(error: ValidationError, data: Any = None) -> str:
-    lines = []
-    for e in error.errors():
-        # pydantic puts union members and validator names in the path; a user wants field names only
-        loc = tuple(
-            p
-            for p in e["loc"]
-            if not str(p).startswith(("function-", "tagged-union"))
-            and p not in ("constant", "linear", "cosine", "step", "list")
-        )
-        message = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            fields = _fields_at(loc[:-1], data)
-            close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.5)
-            message = (
-                f"unknown field; did you mean {close[0]!r}?"
-                if close
-                else f"unknown field; valid fields: {', '.join(fields)}"
-                if fields
-                else "unknown field"
-            )
-        lines.append(f"{'.'.join(map(str, loc)) or 'config'}: {message}")
-    return "\n".join(dict.fromkeys(lines))
-
-
-def validate_config(data: dict) -> RunConfig:
-    """A RunConfig from plain data; ConfigError with one line per problem otherwise."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(format_errors(error, data)) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -453,26 +276,6 @@ def set_path(data: dict, path: list[str], value: Any, label: str) -> dict:
 
 def _fail_override(label: str, key: str):
     raise ConfigError(f"{label}: {key!r} is a value, not a section")
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return validate_config(apply_overrides(data, list(overrides)))
-
-
-def config_from(value: RunConfig | dict | str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Accept a RunConfig, a plain dict or a YAML path, with optional `--set` style overrides."""
-    if isinstance(value, RunConfig):
-        return validate_config(apply_overrides(value.to_dict(), list(overrides))) if overrides else value
-    if isinstance(value, dict):
-        return validate_config(apply_overrides(json.loads(json.dumps(value)), list(overrides)))
-    return load_config(value, overrides)
 
 
 def yaml_text(value: Any) -> str:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib import ops
 from kdlib.data.base import Split
 
 
@@ -94,7 +93,7 @@ def evaluate(logits: Tensor, labels: Tensor, ece_bins: int, with_probs: bool = F
     Computed on the logits' device from one log-softmax, with one host transfer per result.
     """
     labels = labels.to(logits.device)
-    log_probs = ops.log_softmax(logits.float())
+    log_probs = F.log_softmax(logits.float(), dim=1)
     log_confidence, predicted = log_probs.max(1)
     confidence, correct = log_confidence.exp(), predicted == labels
     log_p_true = log_probs.gather(1, labels[:, None]).squeeze(1)
@@ -143,13 +142,6 @@ class RouteProbe:
         return scalars, student_probs.cpu().numpy()
 
 
-def first_samples(split: Split, count: int) -> Tensor:
-    """The inputs of a split's first `count` samples (in dataset order)."""
-    if hasattr(split, "x"):
-        return split.x[:count]
-    return next(split.batches(count)).x
-
-
 def bias_variance(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """Per sample, Heskes' decomposition of the log loss over R predictions of the same samples.
 
@@ -177,7 +169,7 @@ def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor, ce_grad: 
     """
     labels = labels.to(grad.device)  # a DataLoader split's labels stay on the CPU
     if ce_grad is None:
-        probs = ops.softmax(logits.float())
+        probs = F.softmax(logits.float(), dim=1)
         ce_grad = probs - F.one_hot(labels, probs.shape[1]).float()
     rows = labels[:, None]
     true, ce_true = grad.gather(1, rows).squeeze(1), ce_grad.gather(1, rows).squeeze(1)

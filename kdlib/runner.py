@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib.config import RunConfig, config_from
+from kdlib.config import RunConfig
 from kdlib.distributed import SINGLE, Processes
 from kdlib.events import Sink
 from kdlib.methods import METHODS
 from kdlib.store import ACTIVE, RunStore, StoreSink
 from kdlib.teachers import obtain_teacher
 from kdlib.trainer import Control, StopRequested, fit
+from kdlib.validation import config_from
 
 
 class StoreControl(Control):

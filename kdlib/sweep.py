@@ -30,18 +30,11 @@ import yaml
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from kdlib.config import (
-    ConfigError,
-    RunConfig,
-    SweepSection,
-    _fields_at,
-    format_errors,
-    set_path,
-    validate_config,
-)
+from kdlib.config import ConfigError, RunConfig, SweepSection, set_path
 from kdlib.events import EpochEnded, Sink
 from kdlib.runner import execute
 from kdlib.store import RunStore
+from kdlib.validation import fields_at, format_errors, validate_config
 
 SPEC_GRAMMAR = "write LOW:HIGH, log:LOW:HIGH, int:LOW:HIGH or choice:a,b,c"
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -119,7 +112,7 @@ def search_path(name: str, base: dict) -> str:
     """A dotted config path; a bare name is the method's param of that name, else a top-level field (`seed`)."""
     if "." in name:
         return name
-    top_level = name in RunConfig.model_fields and name not in _fields_at(("method",), base)
+    top_level = name in RunConfig.model_fields and name not in fields_at(("method",), base)
     return name if top_level else f"method.{name}"
 
 

@@ -1,7 +1,8 @@
 """The teacher-output cache: a frozen teacher's logits on the training split, computed once and kept.
 
-A method whose class sets `uses_teacher_logits_only` (KD, WSL, RCO) asks its frozen teacher for one
-thing: the logits of the training batch, in eval mode. When the inputs are deterministic, those
+A method that keeps the contract's default `forward` (KD, WSL, RCO, ...) asks its frozen teacher for
+one thing: the logits of the training batch, in eval mode; the engine hands it a teacher of batches
+(`MethodContext.teacher_logits`, and `TeacherRoute.teacher` for a route's checkpoints). When the inputs are deterministic, those
 logits are the same every epoch and every run, so one pass computes them and the file is kept with
 the teacher artifact: `<artifact>/outputs/<key>.npy`, [N, K] float32 or float16, memory-mapped, with
 `<key>.json` beside it saying what the key covers (the data spec with its transform, the split, the
@@ -24,14 +25,16 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdlib.config import RunConfig, teacher_cache_refusal
+from kdlib.config import RunConfig
 from kdlib.data.base import Batch, DataBundle, LoaderSplit, Split
-from kdlib.methods.base import METHODS, TeacherRoute
+from kdlib.methods.base import METHODS, Distiller, TeacherLogits, TeacherRoute, model_teacher
+from kdlib.spec import Spec
 
 AUTO_MAX_BYTES = 2**30  # `enabled: auto` leaves larger caches (ImageNet-sized) to an explicit `enabled: true`
 DEVICE_MAX_BYTES = 2**29  # caches up to 512 MiB move to the device whole; larger ones are read per batch
@@ -46,7 +49,7 @@ class TeacherOutputs:
         self.on_device = table.nbytes <= DEVICE_MAX_BYTES
         self.table = torch.from_numpy(np.array(table)).to(device) if self.on_device else table
 
-    def lookup(self, batch: Batch) -> Tensor:
+    def __call__(self, batch: Batch) -> Tensor:
         """The batch's rows (its draws' rows under augmentation), float32 on the run's device."""
         if self.on_device:
             rows = self.table[batch.index] if not self.draws else self.table[batch.index, batch.draw]
@@ -54,6 +57,54 @@ class TeacherOutputs:
         index = batch.index.cpu().numpy()
         rows = self.table[index] if not self.draws else self.table[index, batch.draw.cpu().numpy()]
         return torch.from_numpy(rows).to(self.device).float()
+
+
+def reads_teacher_logits_only(method: type[Distiller]) -> bool:
+    """Whether a method asks its teacher for the logits of the training batch and nothing else: true of every
+    method that keeps the default `forward`, which is where the engine hands it the teacher's logits."""
+    return method.forward is Distiller.forward
+
+
+def random_augmentation(data: Spec) -> str | None:
+    """The field that turns on random augmentation of the data (`data.augment`), or None if it is deterministic.
+
+    A dataset counts as randomly augmented when a field named `augment` is true anywhere in its
+    params (a domain pair's sides included).
+    """
+
+    def find(value: Any, path: str) -> str | None:
+        if isinstance(value, dict):
+            if value.get("augment") is True:
+                return f"{path}.augment"
+            return next((p for k, v in value.items() if (p := find(v, f"{path}.{k}"))), None)
+        return None
+
+    return find(data.model_dump(mode="json"), "data")
+
+
+def teacher_cache_refusal(config: RunConfig) -> tuple[str, str] | None:
+    """Why the teacher-output cache cannot serve this run: (field of teacher.cache, message), or None."""
+    method = METHODS.get(config.method.name)
+    if config.teacher is None or not method.needs_teacher:
+        return None  # no teacher is used: nothing to cache
+    cache, augmented = config.teacher.cache, random_augmentation(config.data)
+    if cache.augment_draws and not augmented:
+        return "augment_draws", (
+            f"the training data has no random augmentation, so there are no views to draw; set "
+            f"teacher.cache.augment_draws: 0 (it was {cache.augment_draws})"
+        )
+    if not reads_teacher_logits_only(method):
+        return "enabled", (
+            f"method {config.method.name!r} does more with the teacher than read its logits of the training "
+            "batch (its features, its own training, or other inputs), so they cannot come from a cache; "
+            "set teacher.cache.enabled: auto or false"
+        )
+    if augmented and not cache.augment_draws:
+        return "enabled", (
+            f"the training data uses random augmentation ({augmented}: true); set {augmented}: false, or "
+            "teacher.cache.augment_draws: N to cache N augmented views per sample"
+        )
+    return None
 
 
 def cache_wanted(config: RunConfig, data: DataBundle) -> bool:
@@ -67,21 +118,22 @@ def cache_wanted(config: RunConfig, data: DataBundle) -> bool:
     return cache.enabled is True or size <= AUTO_MAX_BYTES
 
 
-def attach_teacher_cache(
+def attach_teacher(
     config: RunConfig,
     source,
     teacher: nn.Module | None,
     route: TeacherRoute | None,
     data: DataBundle,
     device: torch.device,
-) -> tuple[TeacherOutputs | None, TeacherRoute | None]:
-    """The teacher's cached outputs for this run (None: forward the teacher every step) and the route,
-    whose anchors' outputs then come from the cache too. `source` is the artifact (or the module).
-
-    Under `augment_draws` the training split is switched to its seeded views here.
+) -> tuple[TeacherLogits | None, TeacherRoute | None]:
+    """The teacher as a teacher of batches, from the cache where it applies (else a forward pass every
+    step), and the route, whose checkpoints then come from the cache too. `source` is the artifact (or
+    the module). Under `augment_draws` the training split is switched to its seeded views here.
     """
-    if teacher is None or not cache_wanted(config, data):
+    if teacher is None:
         return None, route
+    if not cache_wanted(config, data):
+        return model_teacher(teacher), route
     cache = config.teacher.cache
     if cache.augment_draws:
         if not isinstance(data.train, LoaderSplit):
@@ -103,7 +155,7 @@ def attach_teacher_cache(
 
     if route is not None:
         load = route.load
-        route = dataclasses.replace(route, outputs=lambda epoch: outputs(lambda: load(epoch), epoch))
+        route = dataclasses.replace(route, logits=lambda epoch: outputs(lambda: load(epoch), epoch))
     return outputs(lambda: teacher, None), route
 
 

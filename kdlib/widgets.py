@@ -31,11 +31,12 @@ import plotly.graph_objects as go
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kdlib import viz
-from kdlib.config import ConfigError, config_from, parse_yaml_text, yaml_text
+from kdlib.config import ConfigError, parse_yaml_text, yaml_text
 from kdlib.methods import METHODS
 from kdlib.runner import RunHandle, launch
 from kdlib.schedules import Schedule, schedule_curve
 from kdlib.store import ACTIVE, RunStore
+from kdlib.validation import config_from
 from kdlib.views import best_trial, load_run, searched_params, study_curves, study_summary, teacher_run_id
 
 # Starting recipes per embedded dataset (no download): models that suit its shape, and a run of

@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
-from kdlib.config import validate_config  # noqa: E402
+from kdlib.validation import validate_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

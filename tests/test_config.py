@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from kdlib.config import ConfigError, load_config, validate_config
+from kdlib.config import ConfigError
+from kdlib.validation import load_config, validate_config
 from tests.conftest import tiny_config
 
 

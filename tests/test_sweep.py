@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from kdlib.__main__ import main
-from kdlib.config import ConfigError, validate_config
+from kdlib.config import ConfigError
 from kdlib.runner import execute
 from kdlib.store import RunStore
 from kdlib.sweep import SearchParam, base_data, parse_search, run_sweep, sweep_section
 from kdlib.teachers import teacher_key
+from kdlib.validation import validate_config
 from kdlib.views import best_trial, searched_params, study_curves, study_summary
 from tests.conftest import tiny_config
 

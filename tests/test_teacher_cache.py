@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib.config import ConfigError, validate_config
+from kdlib.config import ConfigError
 from kdlib.data import load_data
 from kdlib.models import build_model
 from kdlib.runner import execute
 from kdlib.store import RunStore
 from kdlib.teacher_cache import TeacherOutputs, _teacher_pass, cache_wanted, load_or_compute
 from kdlib.teachers import TeacherArtifact
+from kdlib.validation import validate_config
 from tests.conftest import tiny_config
 from tests.data.test_image_folder import write_folder
 

@@ -158,8 +158,8 @@ def test_a_compiled_student_trains_and_saves_plain_weights(tiny):
 
 
 def test_channels_last_is_used_for_2d_convolutions_on_cuda_only(tiny):
-    from kdlib.config import validate_config
     from kdlib.trainer import _memory_format
+    from kdlib.validation import validate_config
 
     conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
     mlp = torch.nn.Sequential(torch.nn.Linear(2, 2))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib.config import validate_config
 from kdlib.runner import execute
 from kdlib.store import RunStore
+from kdlib.validation import validate_config
 from kdlib.views import (
     coefficient_at,
     describe_model,

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdlib.config import validate_config
 from kdlib.data import load_data
 from kdlib.events import EpochEnded, RunEnded, StepLogged
 from kdlib.runner import execute
 from kdlib.store import RunStore, StoreSink
+from kdlib.validation import validate_config
 from kdlib.views import (
     domain_confidence,
     has_route,

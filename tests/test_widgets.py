@@ -6,8 +6,8 @@ import pytest
 from conftest import tiny_config
 
 from kdlib import RunStore
-from kdlib.config import config_from
 from kdlib.runner import execute
+from kdlib.validation import config_from
 from kdlib.widgets import ControlPanel, LiveView, SampleInspector, ScheduleEditor, panel
 
 TINY = {"toy2d": tiny_config()}  # a panel preset that trains in seconds

@@ -15,10 +15,11 @@ from app.common import decode, encode, live_panel, query, start_run
 from app.common import store as open_store
 from app.forms import FieldErrors, field_widget, params_widgets
 from kdlib import viz
-from kdlib.config import ConfigError, OptimizerSection, RunConfig, TrainingSection, validate_config
+from kdlib.config import ConfigError, OptimizerSection, RunConfig, TrainingSection
 from kdlib.data import DATASETS
 from kdlib.methods import METHODS
 from kdlib.models import MODELS
+from kdlib.validation import validate_config
 
 # Starting points per dataset: models that suit its shape, and a recipe that trains in seconds to a minute on a CPU.
 BASE = {

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from kdlib.registry import Registry
 
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset", package="kdlib.data")
 
 
 @dataclass
@@ -216,6 +216,13 @@ class DataBundle:
         target = None if self.target_train is None else self.target_train.to(device)
         return DataBundle(self.train.to(device), self.val.to(device), self.test.to(device), self.num_classes,
                           self.input_shape, self.class_names, target)
+
+
+def first_samples(split: Split, count: int) -> Tensor:
+    """The inputs of a split's first `count` samples (in dataset order)."""
+    if hasattr(split, "x"):
+        return split.x[:count]
+    return next(split.batches(count)).x
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:

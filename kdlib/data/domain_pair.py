@@ -42,10 +42,9 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from kdlib.config import DataSpec
 from kdlib.data.base import DATASETS, DataBundle, LoaderSplit, Split, TensorSplit
 from kdlib.paths import temporary_beside
-from kdlib.spec import Spec
+from kdlib.spec import Named, Spec
 
 OFFICE31_DOMAINS = ("amazon", "dslr", "webcam")
 IMAGE_CLEF_DOMAINS = ("b", "c", "i", "p")
@@ -136,8 +135,8 @@ class Params(Spec):
     preset: Literal["toy2d_shift", "mnist1d_shift", "mnist_usps", "svhn_mnist", "office31", "image_clef"] | None = (
         Field(None, description="a ready pair that fills source and target (fields given here are merged over it)")
     )
-    source: DataSpec = Field(description="the labelled domain: any data spec (train and val come from it)")
-    target: DataSpec = Field(
+    source: Named("data") = Field(description="the labelled domain: any data spec (train and val come from it)")
+    target: Named("data") = Field(
         description="the unlabelled domain: any data spec with the source's classes (its train split, labels "
         "masked, is the target_train split; its test split is the test split)"
     )

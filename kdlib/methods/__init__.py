@@ -1,8 +1,10 @@
-"""KD methods by name: `METHODS[name]` is a Distiller class, one file per method."""
+"""KD methods by name: `METHODS[name]` is a Distiller class, one file per method, the file's stem its key.
+
+The method contract is in `kdlib.methods.base`; the registry imports this package's modules on first use.
+"""
 
 from __future__ import annotations
 
-from kdlib.methods import ce, dfa, kd, label_smoothing, lsskd, prokt, pskd, rco, uda_pkd, wsl  # noqa: F401  (registers)
-from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput, TeacherRoute
+from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput, TeacherRoute, Value
 
-__all__ = ["METHODS", "Distiller", "MethodContext", "StepOutput", "TeacherRoute"]
+__all__ = ["METHODS", "Distiller", "MethodContext", "StepOutput", "TeacherRoute", "Value"]

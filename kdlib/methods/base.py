@@ -1,38 +1,71 @@
-"""The Distiller interface: what the trainer asks of every method, and nothing method-specific.
+"""The method contract: what the engine asks of a KD method, and nothing more.
 
-A distiller turns a batch into a `StepOutput`: the loss to minimise, its named terms (for the
-curves) and per-sample tensors (for the per-sample views). Names of per-sample values come from
-one vocabulary so the views need no per-method code: `p_true_student`, `p_true_teacher`,
-`loss_per_sample`, `kl`, `weight`, `grad_scale`, ...
+A method is one file in `kdlib/methods/`; the file's stem is its key. The file holds:
+- `Params`, a `Spec` whose field descriptions are the help the app and the widgets show;
+- pure tensor functions for its maths, which views, lessons, notebooks and tests import;
+- one `Distiller` subclass whose one required hook is the loss of a batch:
+
+      def loss(self, batch, student_logits, teacher_logits) -> StepOutput(loss, terms, per_sample)
+
+The engine does the rest the same way for every method: it hands over the teacher's logits of the
+batch (from the teacher-output cache where that applies: for every method that does not override
+`forward`), reads the gradient at the student's logits for the rescaling probe, evaluates,
+calibrates, records and checkpoints. Optional hooks are for a real phase of a method's own:
+`forward` (a step that is more than student logits against teacher logits: features, a teacher it
+trains), `on_epoch_start` (RCO's anchor switch, PS-KD's buffer), `prepare` (DFA's search),
+`epoch_arrays`, `extra_parameters`, `state_dict`/`load_state_dict`, `merge_across_processes`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlib.data.base import Batch, Split
-from kdlib.ops import softmax
 from kdlib.registry import Registry
 from kdlib.schedules import as_schedule
 from kdlib.spec import Spec
 
-if TYPE_CHECKING:
-    from kdlib.teacher_cache import TeacherOutputs
-
-METHODS: Registry = Registry("method")
+TeacherLogits = Callable[[Batch], Tensor]  # a frozen teacher's float32 logits of a batch, without gradient
 
 
 @dataclass
 class StepOutput:
+    """A step's loss (a batch mean), its named terms (for the curves) and per-sample values (detached,
+    one per sample of the batch). `logits`: the student logits whose gradient the rescaling probe
+    reads; the default `forward` fills it in, a method that overrides `forward` names them."""
+
     loss: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
     per_sample: dict[str, Tensor] = field(default_factory=dict)
+    logits: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Value:
+    """A per-sample value a method records: its label on axes and legends, and what it means in one line."""
+
+    label: str
+    meaning: str
+
+
+# The vocabulary that methods share, so that views find a value by its name whatever the method.
+COMMON_VALUES = {
+    "loss_per_sample": Value("loss", "the sample's loss under the method"),
+    "p_true_student": Value("p(true) student", "the student's probability of the true class"),
+    "p_true_teacher": Value("p(true) teacher", "the teacher's probability of the true class"),
+    "kl": Value("KL(teacher || student)", "KL divergence of the student's softened distribution from the teacher's"),
+}
+
+
+def common_values(*names: str) -> dict[str, Value]:
+    return {name: COMMON_VALUES[name] for name in names}
 
 
 @dataclass
@@ -41,7 +74,21 @@ class TeacherRoute:
 
     epochs: list[int]
     load: Callable[[int], nn.Module]  # eval mode, frozen, on the run's device
-    outputs: Callable[[int], TeacherOutputs] | None = None  # a checkpoint's cached logits on the training split
+    logits: Callable[[int], TeacherLogits] | None = None  # a checkpoint as a teacher of batches (the cache's rows)
+
+    def teacher(self, epoch: int) -> TeacherLogits:
+        """The checkpoint after `epoch` epochs as a teacher that gives the logits of a batch."""
+        if self.logits is not None:
+            return self.logits(epoch)
+        return model_teacher(self.load(epoch))
+
+
+def model_teacher(model: nn.Module) -> TeacherLogits:
+    @torch.no_grad()
+    def logits(batch: Batch) -> Tensor:
+        return model(batch.x).float()
+
+    return logits
 
 
 @dataclass
@@ -55,23 +102,19 @@ class MethodContext:
     train: Split | None = None  # the training split, for methods that precompute per-sample targets
     route: TeacherRoute | None = None
     target_train: Split | None = None  # domain adaptation: the target's training samples, labels masked (-1)
-    teacher_outputs: TeacherOutputs | None = None  # the teacher's cached logits on the training split (teacher.cache)
+    teacher_logits: TeacherLogits | None = None  # the teacher's logits of a batch (the model's, or the cache's)
 
 
 def true_class_prob(logits: Tensor, labels: Tensor) -> Tensor:
-    return softmax(logits.float()).gather(1, labels[:, None]).squeeze(1)
+    return F.softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)
 
 
 class Distiller:
-    """A method: `forward(batch) -> StepOutput`, by default teacher forward, student forward, `loss`."""
+    """A KD method: `loss` of a batch; the default `forward` gives it the student's and teacher's logits."""
 
     Params: ClassVar[type[Spec]]
     needs_teacher: ClassVar[bool] = False
-    # True when the teacher only gives its logits of the training batch (eval mode, frozen): they may then
-    # come from the teacher-output cache. Not for methods that read features, train the teacher, or feed
-    # it other inputs.
-    uses_teacher_logits_only: ClassVar[bool] = False
-    watch_gradients: bool = True  # the trainer turns it off when `probes.grad_stats` or `probes.per_sample` is false
+    per_sample_values: ClassVar[dict[str, Value]] = {}  # what `StepOutput.per_sample` holds, for the views
     # False for methods that take optimizer steps of their own (a search, a teacher they train): those
     # steps are not shared across processes, so such a method refuses to run under torchrun.
     runs_on_several_processes: ClassVar[bool] = True
@@ -82,25 +125,21 @@ class Distiller:
         if self.needs_teacher and teacher is None:
             raise ValueError(f"method {params.name!r} needs a teacher: add a `teacher:` section to the config")
 
-    def prepare(self, log: Callable[[int, dict[str, float]], None]) -> None:
-        """Work before the first epoch (DFA's search); `log(step, scalars)` records it in the store
-        with epoch -1. Called after a resumed run's state is restored, so a method can skip what
-        its `state_dict` shows was done."""
+    def loss(self, batch: Batch, student_logits: Tensor, teacher_logits: Tensor | None) -> StepOutput:
+        raise NotImplementedError
 
-    def epoch_arrays(self) -> dict[str, np.ndarray]:
-        """Arrays a method adds to the epoch's record ("split.key" -> array), e.g. a moving teacher's
-        predictions on the probe set."""
-        return {}
-
-    def on_epoch_start(self, epoch: int) -> None:
-        self.epoch = epoch
-        if self.teacher is not None:
-            self.teacher.eval()  # BN statistics and dropout of a frozen teacher must not move
+    def forward(self, batch: Batch) -> StepOutput:
+        teacher = self.context.teacher_logits
+        teacher_logits = teacher(batch) if teacher is not None else None
+        student_logits = self.student(batch.x)
+        out = self.loss(batch, student_logits, teacher_logits)
+        out.logits = student_logits
+        return out
 
     def coefficient(self, name: str) -> float:
-        """The value of a schedulable param at the current epoch (worked out once per epoch: steps ask often)."""
+        """The value of a schedulable param at the current epoch."""
         raw = getattr(self.params, name)
-        # what the value depends on, all checked: a notebook may change a param or the run's length mid-epoch
+        # worked out once per epoch (steps ask often); a notebook may change a param or the run's length mid-epoch
         when = (self.epoch, self.context.total_epochs)
         cache = self.__dict__.setdefault("_coefficients", {})
         found = cache.get(name)
@@ -116,60 +155,28 @@ class Distiller:
             if (info.json_schema_extra or {}).get("schedulable")
         }
 
-    @torch.no_grad()
-    def teacher_forward(self, batch: Batch) -> Tensor | None:
-        if self.context.teacher_outputs is not None:  # only for methods with `uses_teacher_logits_only`
-            return self.context.teacher_outputs.lookup(batch)
-        return None if self.teacher is None else self.teacher(batch.x)
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.teacher is not None:
+            self.teacher.eval()  # BN statistics and dropout of a frozen teacher must not move
 
-    def forward(self, batch: Batch) -> StepOutput:
-        teacher_out = self.teacher_forward(batch)
-        student_out = self.student(batch.x)
-        self.watch_logits(student_out)
-        return self.loss(batch, student_out, teacher_out)
+    def prepare(self, log: Callable[[int, dict[str, float]], None]) -> None:
+        """Work before the first epoch (DFA's search); `log(step, scalars)` records it in the store
+        with epoch -1. Called after a resumed run's state is restored, so a method can skip what
+        its `state_dict` shows was done."""
 
-    def finish_per_sample(self, rows: dict[str, Tensor], labels: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """At the end of an epoch: the per-sample values, and terms averaged over the epoch's samples, from the
-        rows its steps wrote in `StepOutput.per_sample` ([N, ...] each, NaN where no step wrote; `labels` [N]).
-
-        A method may write what it needs per step (e.g. logits, by reference) and work the values out here
-        once, for all rows in a few tensor operations, rather than in every step. The default keeps the rows.
-        """
-        return rows, {}
-
-    def watch_logits(self, logits: Tensor) -> None:
-        """Keep the student's logits so that the gradient at them is there after the backward pass.
-
-        The gradient probe (`probes.logit_gradient_stats`) reads it from there: no second backward.
-        """
-        if not self.watch_gradients:  # retain_grad adds work to every backward pass: only when asked for
-            return
-        if logits.requires_grad:
-            logits.retain_grad()
-        self._watched_logits = logits
-
-    def watched_logit_gradient(self, batch: Batch, loss_scale: float | Tensor = 1.0) -> tuple[Tensor, Tensor] | None:
-        """The watched logits and d loss_i / d logits_i per sample, after the backward pass.
-
-        The loss is a batch mean, so the gradient at the logits is multiplied back by the batch size
-        (and divided by a grad scaler's factor under fp16).
-        """
-        logits = getattr(self, "_watched_logits", None)
-        self._watched_logits = None
-        if logits is None or logits.grad is None:
-            return None
-        return logits.detach().float(), logits.grad.float() * (len(batch) / loss_scale)
-
-    def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
-        raise NotImplementedError
-
-    def merge_across_processes(self, processes) -> None:
-        """At the end of an epoch under torchrun: merge per-sample state that each process wrote for its
-        own samples (`processes.merge_rows`), so every process holds all of it next epoch."""
+    def epoch_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays a method adds to the epoch's record ("split.key" -> array), e.g. a moving teacher's
+        predictions on the probe set."""
+        return {}
 
     def extra_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters a method adds beside the student's (adapters, heads)."""
         return []
+
+    def merge_across_processes(self, processes) -> None:
+        """At the end of an epoch under torchrun: merge per-sample state that each process wrote for its
+        own samples (`processes.merge_rows`), so every process holds all of it next epoch."""
 
     def state_dict(self) -> dict:
         """Method state that a resumed run needs (e.g. PS-KD's prediction buffer)."""
@@ -177,3 +184,6 @@ class Distiller:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+METHODS: Registry[type[Distiller]] = Registry("method", package="kdlib.methods", one_per_file=Distiller)

@@ -6,20 +6,17 @@ Same as `nn.CrossEntropyLoss(label_smoothing=eps)` and as WSL's helper in `tools
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlib.data.base import Batch
-from kdlib.methods.base import METHODS, Distiller, StepOutput, true_class_prob
+from kdlib.methods.base import Distiller, StepOutput, common_values, true_class_prob
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
 
 
 class Params(Spec):
-    name: Literal["label_smoothing"] = "label_smoothing"
     epsilon: Schedulable(ge=0, le=1) = Field(0.1, description="eps: probability mass spread uniformly over all classes")
 
 
@@ -27,15 +24,12 @@ def label_smoothing_loss(logits: Tensor, labels: Tensor, epsilon: float, reducti
     return F.cross_entropy(logits.float(), labels, label_smoothing=epsilon, reduction=reduction)
 
 
-@METHODS.register("label_smoothing")
 class LabelSmoothing(Distiller):
     Params = Params
+    per_sample_values = common_values("loss_per_sample", "p_true_student")
 
-    def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
-        per_sample = label_smoothing_loss(student_out, batch.y, self.coefficient("epsilon"), reduction="none")
+    def loss(self, batch: Batch, student_logits: Tensor, teacher_logits: Tensor | None) -> StepOutput:
+        per_sample = label_smoothing_loss(student_logits, batch.y, self.coefficient("epsilon"), reduction="none")
         loss = per_sample.mean()
-        return StepOutput(
-            loss,
-            {"loss_ls": loss.detach()},
-            {"loss_per_sample": per_sample.detach(), "p_true_student": true_class_prob(student_out.detach(), batch.y)},
-        )
+        p_true = true_class_prob(student_logits.detach(), batch.y)
+        return StepOutput(loss, {"loss_ls": loss.detach()}, {"loss_per_sample": per_sample.detach(), "p_true_student": p_true})

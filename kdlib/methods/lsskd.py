@@ -51,12 +51,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from kdlib.data.base import Batch
-from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput, true_class_prob
+from kdlib.data.base import Batch, first_samples
+from kdlib.methods.base import Distiller, MethodContext, StepOutput, Value, common_values, true_class_prob
 from kdlib.methods.kd import kd_loss_per_sample
 from kdlib.models import FeatureTaps, feature_names
 from kdlib.models.resnet_cifar import BasicBlock
-from kdlib.probes import first_samples
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
 
@@ -65,7 +64,6 @@ Transform = Literal["rot90", "flips", "signal", "plane"]
 
 
 class Params(Spec):
-    name: Literal["lsskd"] = "lsskd"
     temperature: Schedulable(gt=0) = Field(3.0, description="T of the layered KL between heads (HSAKD's 3)")
     w_aux: Schedulable(ge=0) = Field(1.0, description="weight of every head's cross-entropy on the joint labels")
     w_kl: Schedulable(ge=0) = Field(1.0, description="weight of T^2 KL(deeper head || shallower head), per pair")
@@ -243,10 +241,14 @@ def feature_shapes(model: nn.Module, taps: list[str], x: Tensor) -> list[tuple[i
     return [tuple(recorded.features[name].shape[1:]) for name in taps]
 
 
-@METHODS.register("lsskd")
 class LSSKD(Distiller):
     Params = Params
-    needs_teacher = False
+    per_sample_values = common_values("loss_per_sample", "p_true_student") | {
+        "p_true_head{n}": Value("p(true) head {n}", "head n's probability of the true class (its joint logits summed over the transforms)"),
+        "p_joint_head{n}": Value("p(joint) head {n}", "head n's probability of the true (class, transform) label of the unrotated copy"),
+        "rot_acc_head{n}": Value("transform accuracy head {n}", "the share of the sample's 4 copies whose transform head n names right"),
+        "kl_head{n}": Value("KL(head {n+1} || head {n})", "the layered KL from the next deeper head, at T"),
+    }
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         super().__init__(params, student, teacher, context)
@@ -279,8 +281,7 @@ class LSSKD(Distiller):
             logits = self.student(copies)
         outputs = [head(recorded.features[name]) for head, name in zip(self.heads, self.taps, strict=True)]
         final = logits[0::COPIES]  # the unrotated copies: the only rows with a class label
-        self.watch_logits(final)
-        return lsskd_step_output(
+        out = lsskd_step_output(
             batch.y,
             final,
             [logits for _, logits in outputs],
@@ -290,6 +291,8 @@ class LSSKD(Distiller):
             self.coefficient("w_kl"),
             self.coefficient("w_align"),
         )
+        out.logits = final
+        return out
 
     def state_dict(self) -> dict:
         return {"heads": self.heads.state_dict()}

@@ -41,16 +41,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from kdlib.data.base import Batch
-from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput
-from kdlib.methods.kd import kd_loss_per_sample, kd_step_output
-from kdlib.probes import first_samples
+from kdlib.data.base import Batch, first_samples
+from kdlib.methods.base import Distiller, MethodContext, StepOutput, Value, common_values
+from kdlib.methods.kd import kd_step, softened_kl
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
 
 
 class Params(Spec):
-    name: Literal["prokt"] = "prokt"
     lambda_: Schedulable(ge=0) = Field(
         1.0, description="lambda: weight of KL(teacher || student) in the teacher's loss; large keeps the teacher near"
     )
@@ -87,13 +85,13 @@ def teacher_loss_per_sample(
     The student's logits are detached here: the teacher's loss must never reach the student.
     """
     ce = F.cross_entropy(teacher_logits.float(), labels, reduction="none")
-    kl = kd_loss_per_sample(student_logits.detach(), teacher_logits, temperature) / temperature**2
+    kl = softened_kl(student_logits.detach(), teacher_logits, temperature)
     return ce, kl
 
 
 def kl_teacher_student(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
     """KL(softmax(z_t) || softmax(z_s)) per sample at T = 1, detached: the gap the teacher is held to."""
-    return kd_loss_per_sample(student_logits.detach(), teacher_logits.detach(), 1.0)
+    return softened_kl(student_logits.detach(), teacher_logits.detach(), 1.0)
 
 
 def ideal_local_target(student_probs: Tensor, labels: Tensor, eta: float) -> Tensor:
@@ -128,11 +126,15 @@ def restart_from_scratch(model: nn.Module, context: MethodContext) -> None:
             module.reset_parameters()
 
 
-@METHODS.register("prokt")
 class ProKT(Distiller):
     Params = Params
     runs_on_several_processes = False  # its own optimizer steps are not shared across processes
     needs_teacher = True
+    per_sample_values = common_values("loss_per_sample", "kl", "p_true_student") | {
+        "p_true_teacher": Value("p(true) teacher", "the true class's probability under the teacher after its step: the student's target"),
+        "kl_ts": Value("KL(teacher || student) before", "the gap the teacher is held to, before its step (T = 1)"),
+        "kl_ts_after": Value("KL(teacher || student) after", "the same gap after the teacher's step (T = 1)"),
+    }
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         super().__init__(params, student, teacher, context)
@@ -187,21 +189,15 @@ class ProKT(Distiller):
 
     def forward(self, batch: Batch) -> StepOutput:
         student_logits = self.student(batch.x)
-        self.watch_logits(student_logits)
         before, teacher_terms = self.teacher_step(batch, student_logits.detach())
         if self.params.refresh_targets:
             with torch.no_grad():
                 target_logits = self.teacher(batch.x).float()
         else:
             target_logits = before.float()
-        out = kd_step_output(
-            batch,
-            student_logits,
-            target_logits,
-            self.coefficient("temperature"),
-            self.coefficient("w_ce"),
-            self.coefficient("w_kd"),
-        )
+        out = kd_step(student_logits, target_logits, batch.y, self.coefficient("temperature"),
+                      self.coefficient("w_ce"), self.coefficient("w_kd"))
+        out.logits = student_logits
         kl_before = kl_teacher_student(before, student_logits)
         out.terms |= teacher_terms | {"kl_ts": kl_before.mean()}
         out.per_sample |= {"kl_ts": kl_before, "kl_ts_after": kl_teacher_student(target_logits, student_logits)}

@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from kdlib.data.base import Batch
-from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput
+from kdlib.methods.base import Distiller, MethodContext, StepOutput, Value, common_values
 from kdlib.spec import Spec
 
 # Below this plain-CE gradient (1 - p_g, or the norm of p off the true class) a rescaling ratio says
@@ -41,7 +41,6 @@ MIN_CE_GRADIENT = 1e-4
 
 
 class Params(Spec):
-    name: Literal["pskd"] = "pskd"
     alpha_T: float = Field(  # noqa: N815  (the paper's symbol)
         0.8, ge=0, le=1, description="alpha_T: the weight of the past prediction in the target at the last epoch"
     )
@@ -123,10 +122,16 @@ class PredictionBuffer:
         self.written = torch.zeros_like(self.seen)
 
 
-@METHODS.register("pskd")
 class PSKD(Distiller):
     Params = Params
-    needs_teacher = False
+    per_sample_values = common_values("p_true_student", "loss_per_sample") | {
+        "prev_p_true": Value("p(true) last epoch", "the true class's probability stored during the previous epoch: the target's soft part"),
+        "target_true": Value("target on the true class", "q_y = (1 - alpha_t) + alpha_t p~_y"),
+        "alpha_t": Value("alpha_t", "the weight of the past prediction in the target this epoch"),
+        "grad_scale_true": Value("true-class gradient rescaling", "w_gt = 1 - alpha_t (1 - p~_y) / (1 - p_y): the true class's gradient as a share of CE's"),
+        "grad_scale_other": Value("other-class gradient rescaling", "how much of CE's push off the true class is left"),
+        "grad_norm": Value("gradient norm", "||p - q||: the norm of the gradient at the logits"),
+    }
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         super().__init__(params, student, teacher, context)
@@ -139,8 +144,8 @@ class PSKD(Distiller):
     def coefficients(self) -> dict[str, float]:
         return {"alpha_t": self.alpha_t()}
 
-    def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
-        alpha_t, logits = self.alpha_t(), _real(student_out)
+    def loss(self, batch: Batch, student_logits: Tensor, teacher_logits: Tensor | None) -> StepOutput:
+        alpha_t, logits = self.alpha_t(), _real(student_logits)
         # Read the previous epoch's rows before this batch overwrites them: a sample's own current
         # prediction must never be its target.
         prev_probs = self.buffer.read(batch.index, batch.y)

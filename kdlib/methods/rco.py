@@ -17,9 +17,8 @@ Anchor schedules (METHODS.md section 3 and 6):
   previous anchor measured at the start of its own stage (for the first stage: the earliest checkpoint).
   Every stage lasts `stage_epochs` student epochs; the converged teacher keeps the rest.
 
-With the teacher-output cache (`teacher.cache`, on by default where it is safe) the anchors' and the
-converged teacher's logits on the training set come from files computed once per checkpoint and
-kept with the teacher artifact; without it, each batch goes through the anchor and the teacher.
+The anchors are teachers of batches (`TeacherRoute.teacher`): the engine serves their logits from
+the teacher-output cache where it applies, as it serves the converged teacher's.
 Checked against KD_Lib's reimplementation (`KD_Lib/KD/vision/RCO/rco.py`), without its quirks: no
 double softmax in CE, KL summed over classes and averaged over the batch, anchors in eval mode.
 The original RCO code was not available.
@@ -28,20 +27,17 @@ The original RCO code was not available.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from kdlib.data.base import Batch
-from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput, true_class_prob
-from kdlib.methods.kd import kd_loss_per_sample, kd_step_output
+from kdlib.methods.base import Distiller, MethodContext, StepOutput, Value, common_values, true_class_prob
+from kdlib.methods.kd import kd_step, softened_kl
 from kdlib.schedules import Schedulable
 from kdlib.spec import Section, Spec
-
-if TYPE_CHECKING:
-    from kdlib.teacher_cache import TeacherOutputs
 
 
 class EqualInterval(Section):
@@ -86,7 +82,6 @@ AnchorSpec = Annotated[EqualInterval | AnchorList | Greedy, Field(discriminator=
 
 
 class Params(Spec):
-    name: Literal["rco"] = "rco"
     anchors: AnchorSpec = Field(default_factory=EqualInterval, description="how anchors are chosen on the route")
     temperature: Schedulable(gt=0) = Field(4.0, description="T: softens anchor and student distributions alike")
     w_ce: Schedulable(ge=0) = Field(0.1, description="weight of cross-entropy on the labels")
@@ -151,11 +146,14 @@ def greedy_next_anchor(distances: dict[int, float], current: int | None, referen
     return followable[-1] if followable else later[0]
 
 
-@METHODS.register("rco")
 class RCO(Distiller):
     Params = Params
     needs_teacher = True
-    uses_teacher_logits_only = True
+    per_sample_values = common_values("loss_per_sample", "p_true_student", "p_true_teacher") | {
+        "p_true_anchor": Value("p(true) anchor", "the current anchor's probability of the true class"),
+        "kl_anchor": Value("KL(anchor || student)", "the student's distance from the anchor it follows, at T"),
+        "kl_final": Value("KL(teacher || student)", "the student's distance from the converged teacher, at T"),
+    }
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         super().__init__(params, student, teacher, context)
@@ -172,8 +170,7 @@ class RCO(Distiller):
             self._reference = None
         else:
             self.schedule = plan_anchors(params.anchors, self.route, context.total_epochs)
-        self._anchor_outputs: TeacherOutputs | None = None
-        self._anchor_model: nn.Module | None = None
+        self.anchor = None  # the current anchor, a teacher of batches
 
     def _probe_distances(self, temperature: float) -> dict[int, float]:
         """d(c) = mean KL(p_c^T || p_s^T) on a probe set of training samples, for every checkpoint c."""
@@ -184,8 +181,7 @@ class RCO(Distiller):
         with torch.no_grad():
             student_logits = self.student(x).float()
             distances = {
-                c: kd_loss_per_sample(student_logits, self.context.route.load(c)(x).float(), temperature).mean().item()
-                / temperature**2
+                c: softened_kl(student_logits, self.context.route.load(c)(x).float(), temperature).mean().item()
                 for c in self.route
             }
         self.student.train(was_training)
@@ -216,36 +212,19 @@ class RCO(Distiller):
         anchor = self.schedule.value_at(epoch)
         if anchor != self.anchor_epoch:
             self.anchor_epoch = anchor
-            if self.context.route.outputs is not None:
-                self._anchor_outputs = self.context.route.outputs(anchor)
-            else:
-                self._anchor_model = self.context.route.load(anchor)
+            self.anchor = self.context.route.teacher(anchor)
 
     def coefficients(self) -> dict[str, float]:
         return {**super().coefficients(), "anchor_epoch": float(self.anchor_epoch)}
 
-    @staticmethod
-    def _lookup(cached: TeacherOutputs | None, model: nn.Module, batch: Batch) -> Tensor:
-        if cached is not None:
-            return cached.lookup(batch)
-        with torch.no_grad():
-            return model(batch.x).float()
-
-    def forward(self, batch: Batch) -> StepOutput:
-        anchor_logits = self._lookup(self._anchor_outputs, self._anchor_model, batch)
-        final_logits = self._lookup(self.context.teacher_outputs, self.teacher, batch)
-        student_logits = self.student(batch.x)
-        self.watch_logits(student_logits)
+    def loss(self, batch: Batch, student_logits: Tensor, teacher_logits: Tensor | None) -> StepOutput:
         temperature = self.coefficient("temperature")
-        out = kd_step_output(
-            batch, student_logits, anchor_logits, temperature, self.coefficient("w_ce"), self.coefficient("w_kd")
-        )
-        out.per_sample["kl_anchor"] = out.per_sample.pop("kl")
-        out.per_sample["p_true_anchor"] = out.per_sample.pop("p_true_teacher")
-        out.per_sample["p_true_teacher"] = true_class_prob(final_logits, batch.y)
-        out.per_sample["kl_final"] = (
-            kd_loss_per_sample(student_logits.detach(), final_logits, temperature) / temperature**2
-        )
+        out = kd_step(student_logits, self.anchor(batch), batch.y, temperature, self.coefficient("w_ce"),
+                      self.coefficient("w_kd"))
+        values = out.per_sample
+        values["kl_anchor"], values["p_true_anchor"] = values.pop("kl"), values.pop("p_true_teacher")
+        values["p_true_teacher"] = true_class_prob(teacher_logits, batch.y)
+        values["kl_final"] = softened_kl(student_logits.detach(), teacher_logits, temperature)
         return out
 
     def state_dict(self) -> dict:

@@ -64,16 +64,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from kdlib.data.base import Batch, Split
+from kdlib.data.base import Batch, Split, first_samples
 from kdlib.data.domain_pair import masked
-from kdlib.methods.base import METHODS, Distiller, MethodContext, StepOutput, true_class_prob
+from kdlib.methods.base import Distiller, MethodContext, StepOutput, common_values, true_class_prob
 from kdlib.models import FeatureTaps
-from kdlib.probes import first_samples
 from kdlib.spec import Spec
 
 
 class Params(Spec):
-    name: Literal["uda_pkd"] = "uda_pkd"
     temperature: float = Field(20.0, gt=0, description="T of both KD terms (official code: 20)")
     alpha: float = Field(
         0.3, ge=0, le=1, description="alpha: source KD term = alpha T^2 KL + (1 - alpha) CE (official code: 0.3)"
@@ -177,11 +175,11 @@ class TargetStream:
         return batch if len(batch) <= size else Batch(batch.x[:size], batch.y[:size], batch.index[:size])
 
 
-@METHODS.register("uda_pkd")
 class UDAPKD(Distiller):
     Params = Params
     runs_on_several_processes = False  # its own optimizer steps are not shared across processes
     needs_teacher = True
+    per_sample_values = common_values("p_true_student", "p_true_teacher", "kl", "loss_per_sample")
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         super().__init__(params, student, teacher, context)
@@ -279,7 +277,6 @@ class UDAPKD(Distiller):
         """Step B: the student learns from the (just updated) teacher on both domains, weighted by beta."""
         p, temperature = self.params, self.params.temperature
         student_source = self.student(batch.x)
-        self.watch_logits(student_source)
         student_target = self.student(x_target)
         if p.teacher_frozen_in_kd:
             self.teacher.eval()
@@ -311,7 +308,7 @@ class UDAPKD(Distiller):
             "kl": kl_source.detach(),
             "loss_per_sample": (beta * source_term).detach(),
         }
-        return StepOutput(loss, terms, per_sample)
+        return StepOutput(loss, terms, per_sample, logits=student_source)
 
     def extra_parameters(self) -> list[nn.Parameter]:
         # Official form: the KD loss also trains the teacher, with the run's optimizer (optimizer_kd).

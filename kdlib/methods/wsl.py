@@ -23,21 +23,18 @@ from the paper's. The number of classes comes from the logits, not a hard-coded 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from kdlib.data.base import Batch
-from kdlib.methods.base import METHODS, Distiller, StepOutput, true_class_prob
+from kdlib.methods.base import Distiller, StepOutput, Value, common_values, true_class_prob
 from kdlib.schedules import Schedulable
 from kdlib.spec import Spec
 
 
 class Params(Spec):
-    name: Literal["wsl"] = "wsl"
     temperature: Schedulable(gt=0) = Field(4.0, description="T: softens teacher and student in the soft term")
     alpha: Schedulable(ge=0) = Field(
         2.25, description="alpha: weight of the weighted soft term (CIFAR-100: 2.25; ImageNet: 2.5)"
@@ -99,16 +96,20 @@ def wsl_loss(
     return StepOutput(per_sample_loss.mean(), terms, per_sample)
 
 
-@METHODS.register("wsl")
 class WSL(Distiller):
     Params = Params
     needs_teacher = True
-    uses_teacher_logits_only = True
+    per_sample_values = common_values("p_true_student", "p_true_teacher", "loss_per_sample", "kl") | {
+        "weight": Value("WSL weight", "w = 1 - exp(-CE_student / CE_teacher): the share of the soft term the sample keeps"),
+        "reg_sample": Value("regularization sample", "1 where the teacher is worse than the student on the true class"),
+        "ce_student": Value("CE student", "the student's cross-entropy on the label"),
+        "ce_teacher": Value("CE teacher", "the teacher's cross-entropy on the label"),
+    }
 
-    def loss(self, batch: Batch, student_out: Tensor, teacher_out: Tensor | None) -> StepOutput:
+    def loss(self, batch: Batch, student_logits: Tensor, teacher_logits: Tensor | None) -> StepOutput:
         return wsl_loss(
-            student_out,
-            teacher_out,
+            student_logits,
+            teacher_logits,
             batch.y,
             self.coefficient("temperature"),
             self.coefficient("alpha"),

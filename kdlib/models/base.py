@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from kdlib.registry import Registry
 from kdlib.spec import Spec
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model", package="kdlib.models")
 
 
 def build_model(spec: Spec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

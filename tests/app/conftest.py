@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kdlib.config import validate_config
 from kdlib.runner import execute
 from kdlib.store import RunStore
+from kdlib.validation import validate_config
 from tests.conftest import tiny_config
 
 HOME = str(Path(__file__).resolve().parents[2] / "app" / "Home.py")

@@ -16,9 +16,9 @@ import torchvision.datasets as tvd
 from PIL import Image
 from pydantic import ValidationError
 
-from kdlib.config import validate_config
 from kdlib.data import DATASETS, LoaderSplit, TensorSplit, load_data
 from kdlib.data.domain_pair import fetch_archive, masked, rotate_shift
+from kdlib.validation import validate_config
 
 Params = DATASETS.get("domain_pair").Params
 TOY = {"source": {"n_samples": 200}, "target": {"n_samples": 100}}

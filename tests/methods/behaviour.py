@@ -23,10 +23,10 @@ CASES = [(name, True) for name in ("ce", "dfa", "kd", "label_smoothing", "lsskd"
 
 
 def record(name: str, probe: bool) -> dict[str, np.ndarray]:
-    from kdlib.config import validate_config
     from kdlib.events import EpochEnded, MemorySink, StepLogged
     from kdlib.runner import execute
     from kdlib.store import RunStore
+    from kdlib.validation import validate_config
     from tests.conftest import tiny_config
 
     config = tiny_config(method={"name": name}, epochs=2, data={"name": "toy2d", "n_samples": 200},
