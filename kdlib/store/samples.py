@@ -1,0 +1,142 @@
+"""RunStore's per-sample arrays: the `samples` table that registers them, and their epoch files.
+
+An epoch's arrays are written into one epoch file in the run's `samples/` folder (renamed into
+place, then registered with each array's dtype, shape and offset), so a reader never sees half an
+epoch. A run written before the registry existed (one `.npy` per array) is registered from its
+folders when first read. Mixed into RunStore (kdlib.store.runs), whose `_connect` and `run_dir` it uses.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kdlib.paths import temporary_beside
+from kdlib.store.epoch_files import _npy_layout, _read_rows, _view, compact, read_epoch_index, write_epoch_file
+
+
+class PerSampleArrays:
+    """The per-sample arrays of a store's runs, by run, epoch, split and key."""
+
+    def samples_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "samples"
+
+    def per_sample_epochs(self, run_id: str, split: str | None = None, key: str | None = None) -> list[int]:
+        """Epochs with per-sample arrays (of `split`, and of `key` in it, when given)."""
+        query, params = "SELECT DISTINCT epoch FROM samples WHERE run_id = ?", (run_id,)
+        for column, value in (("split", split), ("key", key)):
+            if value is not None:
+                query, params = query + f" AND {column} = ?", (*params, value)
+        return [row[0] for row in self._registered(run_id, query + " ORDER BY epoch", params)]
+
+    def per_sample(self, run_id: str, epoch: int, split: str = "train") -> dict[str, np.ndarray]:
+        """The per-sample arrays of one epoch, by key; values are indexed by dataset index."""
+        rows = self._registered(
+            run_id,
+            "SELECT epoch, split, key, dtype, shape, offset, file FROM samples WHERE run_id = ? AND epoch = ?",
+            (run_id, epoch),
+        )
+        if not rows:
+            raise KeyError(
+                f"run {run_id} has no per-sample values for epoch {epoch}; "
+                f"it has epochs {self.per_sample_epochs(run_id)}"
+            )
+        found, mapped = {}, {}
+        for row in sorted((row for row in rows if row["split"] == split), key=lambda row: row["key"]):
+            path = self.samples_dir(run_id) / _file_of(row, split, row["key"])
+            if row["file"]:  # the epoch's file, mapped once; each array a view into it
+                if path not in mapped:
+                    mapped[path] = np.memmap(path, np.uint8, mode="r")
+                found[row["key"]] = _view(mapped[path], row["dtype"], row["shape"], row["offset"])
+            else:  # an older store's .npy
+                found[row["key"]] = np.load(path, mmap_mode="r")
+        return found
+
+    def trajectory(self, run_id: str, key: str, index: int, split: str = "train") -> pd.Series | pd.DataFrame:
+        """One sample's value of `key` at every recorded epoch: a Series by epoch, or for arrays of more
+        than one value per sample (`probs`) a frame, one row per epoch. One small read per epoch file."""
+        rows = self._registered(
+            run_id,
+            "SELECT epoch, dtype, shape, offset, file FROM samples WHERE run_id = ? AND split = ? AND key = ? "
+            "ORDER BY epoch",
+            (run_id, split, key),
+        )
+        folder = self.samples_dir(run_id)
+        files = [(str(folder / _file_of(r, split, key)), r["dtype"], r["shape"], r["offset"]) for r in rows]
+        found = [(r["epoch"], v) for r, v in zip(rows, _read_rows(files, index), strict=True) if v is not None]
+        epochs, values = [e for e, _ in found], [v for _, v in found]
+        if values and values[0].ndim:
+            return pd.DataFrame(np.stack(values).astype(float), index=pd.Index(epochs, name="epoch"))
+        return pd.Series([float(v) for v in values], index=epochs, name=key, dtype=float).rename_axis("epoch")
+
+    def write_per_sample(
+        self, run_id: str, epoch: int, arrays: dict[str, np.ndarray], connection: sqlite3.Connection | None = None
+    ) -> None:
+        """Write an epoch's arrays ("split.key" -> array) into one file under a temporary name, rename
+        it into place, then register them.
+
+        One file an epoch, not one per array: the writer thread makes a handful of system calls, so
+        it hardly competes with training for the interpreter and the cores.
+        """
+        folder = self.samples_dir(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"epoch_{epoch:04d}.kda"
+        tmp = temporary_beside(final)
+        layout = write_epoch_file(tmp, {name: compact(values) for name, values in arrays.items()})
+        os.replace(tmp, final)
+        self._insert_registry(
+            [(run_id, *name.split(".", 1), epoch, dtype, shape, offset, final.name) for name, dtype, shape, offset in layout],
+            connection,
+        )
+
+    def _register(self, run_id: str, entries: list[Path]) -> None:
+        """Enter the arrays of epoch files (or an older store's epoch folders) in the registry."""
+        rows = []
+        for entry in entries:
+            epoch = int(entry.name.removeprefix("epoch_").removesuffix(".kda"))
+            if entry.is_file():
+                for name, dtype, shape, offset in read_epoch_index(entry):
+                    rows.append((run_id, *name.split(".", 1), epoch, dtype, shape, offset, entry.name))
+                continue
+            for path in entry.glob("*.npy"):
+                split, key = path.stem.split(".", 1)
+                dtype, shape, offset = _npy_layout(path)
+                rows.append((run_id, split, key, epoch, dtype.str, ",".join(map(str, shape)), offset, None))
+        self._insert_registry(rows)
+
+    def _insert_registry(self, rows: list[tuple], connection: sqlite3.Connection | None = None) -> None:
+        with self._connect(connection) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO samples (run_id, split, key, epoch, dtype, shape, offset, file) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def _registered(self, run_id: str, query: str, params: tuple) -> list[sqlite3.Row]:
+        """Rows of the registry; a run written before the registry existed is registered from its folders first."""
+        with self._connect() as db:
+            rows = db.execute(query, params).fetchall()
+            if rows or db.execute("SELECT 1 FROM samples WHERE run_id = ? LIMIT 1", (run_id,)).fetchone():
+                return rows
+        entries = self._epoch_entries(run_id)
+        if not entries:
+            return rows
+        self._register(run_id, entries)
+        with self._connect() as db:
+            return db.execute(query, params).fetchall()
+
+    def _epoch_entries(self, run_id: str) -> list[Path]:
+        """The epoch files (`epoch_XXXX.kda`) and an older store's epoch folders (`epoch_XXXX/`)."""
+        folder = self.samples_dir(run_id)
+        if not folder.exists():
+            return []
+        return sorted(p for p in folder.glob("epoch_*") if p.suffix == ".kda" or (p.is_dir() and not p.suffix))
+
+
+def _file_of(row: sqlite3.Row, split: str, key: str) -> str:
+    """A registered array's file in the run's samples folder: its epoch's file, or an older store's `.npy`."""
+    return row["file"] or f"epoch_{row['epoch']:04d}/{split}.{key}.npy"
