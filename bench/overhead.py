@@ -19,7 +19,10 @@ normal run). The first epoch of each run is left out (warm-up). Two settings:
 - mnist1d: 4,200 training samples of 40 values, an MLP-128 student and a 1-D CNN teacher: an epoch
   of ~70 ms in ~2 ms steps, where kdlib's fixed costs per step and per epoch weigh the most.
 
-    .venv/bin/python bench/overhead.py [--runs 4] [--epochs 11] [--settings images mnist1d]
+    .venv/bin/python bench/overhead.py [--runs 4] [--epochs 11] [--settings images mnist1d] [--quick]
+
+`--quick` (a check that it works, in seconds; `tests/test_bench.py`): one run of 3 epochs per setting
+(2 epoch pairs timed), on 300 samples each (`settings.QUICK_SAMPLES`); its ratios mean nothing.
 
 Last lines: `overhead_ratio_<setting> <number>` for each setting, then `overhead_ratio <number>`,
 the worse of them.
@@ -39,7 +42,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from settings import COMMON, SETTINGS  # noqa: E402
+from settings import COMMON, QUICK_SAMPLES, SETTINGS, settings  # noqa: E402
+from timing import parse_args  # noqa: E402
 
 from kdlib import trainer  # noqa: E402
 from kdlib.config import validate_config  # noqa: E402
@@ -49,8 +53,8 @@ from kdlib.models import build_model  # noqa: E402
 from kdlib.store import RunStore, StoreSink  # noqa: E402
 
 
-def setting_config(name: str, epochs: int):
-    setting = SETTINGS[name]
+def setting_config(name: str, epochs: int, quick: bool = False):
+    setting = settings(quick)[name]
     # the hand loop forwards the teacher every step, so kdlib does too (no teacher-output cache)
     teacher = {**setting["teacher"], "cache": {"enabled": False}}
     return validate_config({**COMMON, **setting, "teacher": teacher, "epochs": epochs})
@@ -137,8 +141,8 @@ def paired_epochs(config, store: RunStore, data, teacher) -> list[tuple[float, f
     return turns.pairs[1:]
 
 
-def bench(name: str, store: RunStore, runs: int, epochs: int) -> float:
-    config = setting_config(name, epochs)
+def bench(name: str, store: RunStore, runs: int, epochs: int, quick: bool) -> float:
+    config = setting_config(name, epochs, quick)
     data = load_data(config.data)
     teacher = build_model(config.teacher.model, data.input_shape, data.num_classes).eval().requires_grad_(False)
     ratios = []
@@ -163,10 +167,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=11)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    args = parser.parse_args()
+    args = parse_args(parser, {"runs": 1, "epochs": 3}, f"{QUICK_SAMPLES} samples per setting")
     with tempfile.TemporaryDirectory() as home:
         store = RunStore(home)
-        ratios = {name: bench(name, store, args.runs, args.epochs) for name in args.settings}
+        ratios = {name: bench(name, store, args.runs, args.epochs, args.quick) for name in args.settings}
     print(f"threads {torch.get_num_threads()}")
     for name, ratio in ratios.items():
         print(f"overhead_ratio_{name} {ratio:.3f}")

@@ -2,6 +2,8 @@
 
 - images: a CIFAR-shaped synthetic set (`bench/images.py`), a 2-D CNN student, a ResNet-8 teacher;
 - mnist1d: an MLP-128 student and a 1-D CNN teacher, ~2 ms steps where fixed costs weigh the most.
+
+`settings(quick=True)`: the same on QUICK_SAMPLES samples each, for the benchmarks' `--quick` mode.
 """
 
 from __future__ import annotations
@@ -27,3 +29,11 @@ SETTINGS = {
         "teacher": {"model": {"name": "cnn1d"}, "epochs": 1},
     },
 }
+QUICK_SAMPLES = 300  # --quick: 210 training samples, 2 steps an epoch
+
+
+def settings(quick: bool = False) -> dict:
+    """SETTINGS, or with `quick` the same on QUICK_SAMPLES samples each."""
+    if not quick:
+        return SETTINGS
+    return {name: {**s, "data": {**s["data"], "n_samples": QUICK_SAMPLES}} for name, s in SETTINGS.items()}

@@ -13,7 +13,10 @@ file of the store dropped from the OS page cache before each read (`posix_fadvis
 one `sync`), so each of the 200 small reads goes to the disk; beside it the same read done without
 the registry (list the epoch files, read each one's index, map it).
 
-    .venv/bin/python bench/store.py [--epochs 200] [--stride 10] [--reads 15] [--keep DIR]
+    .venv/bin/python bench/store.py [--epochs 200] [--stride 10] [--reads 15] [--keep DIR] [--quick]
+
+`--quick` (a check that it works, in seconds; `tests/test_bench.py`): 3 epochs at the same size,
+probabilities every 2, 3 samples read; its times mean little.
 
 Last line: `trajectory_read_ms <median cold read of one sample's trajectory over all epochs>`.
 """
@@ -34,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import parse_args  # noqa: E402
 
 from kdlib.config import validate_config  # noqa: E402
 from kdlib.events import CheckpointSaved, EpochEnded, RunStarted, StepLogged  # noqa: E402
@@ -133,7 +138,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=10, help="full probabilities every k epochs")
     parser.add_argument("--reads", type=int, default=15, help="samples read, at random")
     parser.add_argument("--keep", type=Path, help="write the store here and keep it (default: a temporary folder)")
-    args = parser.parse_args()
+    args = parse_args(parser, {"epochs": 3, "stride": 2, "reads": 3})
     home = args.keep or Path(tempfile.mkdtemp(prefix="kdlib-bench-store-"))
     try:
         run = FakeRun()

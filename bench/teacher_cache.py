@@ -13,7 +13,11 @@ The first epoch of each run is left out (warm-up, and the cache's loading). The 
 KD's loss alone (its forward and backward per step, on fixed logits) is timed
 against CE's: the part of KD's cost that no cache removes, and so the best ratio a cache can reach.
 
-    .venv/bin/python bench/teacher_cache.py [--repeats 4] [--epochs 4] [--threads 1] [--settings mnist1d images]
+    .venv/bin/python bench/teacher_cache.py [--repeats 4] [--epochs 4] [--threads 1] [--settings mnist1d images] [--quick]
+
+`--quick` (a check that it works, in seconds; `tests/test_bench.py`): one repeat of 3 epochs per run
+(2 timed), on 300 samples per setting (`settings.QUICK_SAMPLES`), KD's loss timed over a few calls;
+its ratios mean nothing.
 
 Last line: `cache_ratio <KD with the cache / CE>`, the worse of the two settings (named above it).
 """
@@ -32,7 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from settings import COMMON, SETTINGS  # noqa: E402
+from settings import COMMON, QUICK_SAMPLES, SETTINGS, settings  # noqa: E402
+from timing import parse_args  # noqa: E402
 
 from kdlib.config import validate_config  # noqa: E402
 from kdlib.data import Batch, load_data  # noqa: E402
@@ -106,7 +111,7 @@ def prepare_teacher(config, store: RunStore):
     return artifact, time.perf_counter() - start, len(data.train)
 
 
-def bench(name: str, setting: dict, store: RunStore, repeats: int, epochs: int) -> float:
+def bench(name: str, setting: dict, store: RunStore, repeats: int, epochs: int, quick: bool = False) -> float:
     configs = variants(setting, epochs)
     artifact, cache_seconds, n_train = prepare_teacher(configs["KD cached"], store)
     print(f"{name}: {n_train} training samples; the cache took {cache_seconds:.2f} s to compute (once)", flush=True)
@@ -129,7 +134,7 @@ def bench(name: str, setting: dict, store: RunStore, repeats: int, epochs: int) 
         f"KD cached / CE per repeat {min(ratios):.3f} to {max(ratios):.3f}, median {statistics.median(ratios):.3f}"
     )
     config = configs["KD cached"]
-    extra_us = loss_extra_us(config, num_classes=10)
+    extra_us = loss_extra_us(config, num_classes=10, **({"repeats": 3, "calls": 20} if quick else {}))
     steps = math.ceil(n_train / config.batch_size)
     print(
         f"{name}: KD's loss alone costs {extra_us:.0f} us per step more than CE's "
@@ -177,12 +182,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    args = parser.parse_args()
+    args = parse_args(parser, {"repeats": 1, "epochs": 3}, f"{QUICK_SAMPLES} samples per setting")
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as home:
         store = RunStore(home)
-        ratios = {name: bench(name, SETTINGS[name], store, args.repeats, args.epochs) for name in args.settings}
+        chosen = settings(args.quick)
+        ratios = {
+            name: bench(name, chosen[name], store, args.repeats, args.epochs, args.quick) for name in args.settings
+        }
     worst = max(ratios, key=ratios.get)
     print(f"threads {torch.get_num_threads()}; cache_ratio is the worse setting's: {worst}")
     print(f"cache_ratio {ratios[worst]:.3f}")
