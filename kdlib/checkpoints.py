@@ -7,6 +7,7 @@ so a run killed at any moment leaves a whole checkpoint; the write overlaps the 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +25,28 @@ def save_atomic(obj: object, path: Path) -> None:
 
 def load_checkpoint(path: str | os.PathLike, map_location: torch.device | str = "cpu") -> dict:
     """A run's `checkpoint.pt`: epoch, student, optimizer, scaler and distiller states."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return _unpacked(torch.load(path, map_location=map_location, weights_only=True))
+
+
+def _unpacked(saved: dict) -> dict:
+    """A checkpoint as saved; one written by kdlib 0.1 with its tensors packed into one buffer per dtype
+    (`{"kdlib_packed_state": 1, "state": ..., "buffers": ...}`, each tensor a (marker, buffer, offset,
+    shape) tuple) comes back as plain state, so runs of that version still resume."""
+    if not (isinstance(saved, dict) and saved.get("kdlib_packed_state")):
+        return saved
+    buffers = saved["buffers"]
+
+    def walk(value):
+        if isinstance(value, tuple) and len(value) == 4 and value[0] == "__kdlib_tensor__":
+            _, key, offset, shape = value
+            return buffers[key][offset : offset + math.prod(shape)].view(shape)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(walk(v) for v in value)
+        return value
+
+    return walk(saved["state"])
 
 
 def detached_copy(state: object) -> object:

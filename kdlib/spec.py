@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SerializeAsAny, ValidationInfo
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, SerializeAsAny, ValidationError, ValidationInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class Spec(BaseModel):
@@ -23,7 +23,7 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
-    name: str
+    name: str = ""  # the registry key; a method's Params leave it to the config that names the method
 
 
 class Section(BaseModel):
@@ -41,8 +41,23 @@ class NamedSection(Spec):
 RESOLVER = "kdlib.resolver"  # the validation context's key: (kind, {name, ...params}, context) -> Spec
 
 
-def Named(kind: str) -> Any:  # noqa: N802  (a type)
-    """The type of a named section of `kind` ("data", "model", "method")."""
+def resolve_in(registry, value: Any, context: dict | None = None) -> Spec:
+    """A named section checked against the Params of the entry its name picks in `registry`."""
+    if not isinstance(value, dict) or "name" not in value:
+        raise PydanticCustomError("missing_name", "needs a `name`: one of {names}", {"names": ", ".join(registry.names())})
+    if value["name"] not in registry:
+        error = InitErrorDetails(
+            type=PydanticCustomError("unknown_name", registry.unknown_message(value["name"])),
+            loc=("name",),
+            input=value["name"],
+        )
+        raise ValidationError.from_exception_data("unknown name", [error])
+    return registry.get(value["name"]).Params.model_validate(value, context=context)
+
+
+def Named(kind: str, registry=None) -> Any:  # noqa: N802  (a type)
+    """The type of a named section of `kind` ("data", "model", "method"). Checked against `registry` when
+    given (a data set's own sections: a domain pair's sides), else by the context's resolver if any."""
 
     def validate(value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, Spec) and not isinstance(value, NamedSection):
@@ -51,6 +66,8 @@ def Named(kind: str) -> Any:  # noqa: N802  (a type)
             value = value.model_dump()
         if isinstance(value, str):
             value = {"name": value}
+        if registry is not None:
+            return resolve_in(registry, value, info.context)
         resolve: Callable | None = (info.context or {}).get(RESOLVER)
         if resolve is not None:
             return resolve(kind, value, info.context)

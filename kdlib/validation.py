@@ -16,14 +16,13 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kdlib.config import ConfigError, RunConfig, apply_overrides
 from kdlib.data import DATASETS
 from kdlib.methods import METHODS
 from kdlib.models import MODELS
 from kdlib.registry import Registry
-from kdlib.spec import RESOLVER, NamedSection, Spec
+from kdlib.spec import RESOLVER, NamedSection, Spec, resolve_in
 from kdlib.teacher_cache import teacher_cache_refusal
 
 REGISTRIES: dict[str, Registry] = {"data": DATASETS, "model": MODELS, "method": METHODS}
@@ -31,17 +30,7 @@ REGISTRIES: dict[str, Registry] = {"data": DATASETS, "model": MODELS, "method": 
 
 def resolve_section(kind: str, value: Any, context: dict) -> Spec:
     """A named section checked against the Params of the registry entry its name picks."""
-    registry = REGISTRIES[kind]
-    if not isinstance(value, dict) or "name" not in value:
-        raise PydanticCustomError("missing_name", "needs a `name`: one of {names}", {"names": ", ".join(registry.names())})
-    if value["name"] not in registry:
-        error = InitErrorDetails(
-            type=PydanticCustomError("unknown_name", registry.unknown_message(value["name"])),
-            loc=("name",),
-            input=value["name"],
-        )
-        raise ValidationError.from_exception_data("unknown name", [error])
-    return registry.get(value["name"]).Params.model_validate(value, context=context)
+    return resolve_in(REGISTRIES[kind], value, context)
 
 
 def method_problems(config: RunConfig) -> list[str]:

@@ -197,7 +197,7 @@ def test_cached_views_are_the_views_trained_on(tmp_path):
     with torch.no_grad():
         for _ in range(3):
             for batch in data.train.batches(4, shuffle=True, generator=generator):
-                torch.testing.assert_close(outputs.lookup(batch), teacher(batch.x))
+                torch.testing.assert_close(outputs(batch), teacher(batch.x))
                 seen |= set(batch.draw.tolist())
     assert seen == {0, 1, 2}
     assert not np.allclose(table[:, 0], table[:, 1])  # the views differ
@@ -221,5 +221,5 @@ def test_a_large_cache_is_read_from_the_file(monkeypatch, tmp_path):
     assert not outputs.on_device
     from kdlib.data.base import Batch
 
-    rows = outputs.lookup(Batch(torch.zeros(2), torch.zeros(2), torch.tensor([7, 2])))
+    rows = outputs(Batch(torch.zeros(2), torch.zeros(2), torch.tensor([7, 2])))
     assert rows.dtype == torch.float32 and rows.tolist() == [[28, 29, 30, 31], [8, 9, 10, 11]]

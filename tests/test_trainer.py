@@ -207,8 +207,8 @@ def test_column_table_gathers_early_when_much_is_waiting(monkeypatch):
     assert not table._pending and table._tables["logits"].sum() == 8  # 16 > 10: gathered
 
 
-def test_a_packed_checkpoint_gives_back_every_tensor_and_value_and_is_a_copy():
-    from kdlib.trainer import load_checkpoint, pack_state, save_atomic
+def test_a_checkpoint_is_a_copy_of_the_state_and_a_plain_weights_only_torch_file():
+    from kdlib.checkpoints import Checkpointer, load_checkpoint
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     optimizer = torch.optim.Adam(model.parameters(), betas=(0.8, 0.9))
@@ -216,24 +216,32 @@ def test_a_packed_checkpoint_gives_back_every_tensor_and_value_and_is_a_copy():
     optimizer.step()
     state = {"epoch": 3, "student": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": {},
              "distiller": {"buffer": torch.arange(6).reshape(2, 3), "note": ("a", 1.5, None)}}
-    packed = pack_state(state)
-    with torch.no_grad():
-        model[0].weight.add_(1.0)  # training goes on while the checkpoint is written
+    before = model[0].weight.detach().clone()
+    path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
+    saved = []
+    checkpointer = Checkpointer(saved.append, before_save=lambda: model[0].weight.data.add_(1.0))
+    checkpointer.save(3, state, path)  # training goes on (here: before the write) while it is written
+    checkpointer.close()
+    assert saved == [3] and not path.with_name("checkpoint.pt.tmp").exists()
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["student"]["0.weight"], before)  # as it was when asked for
+    assert loaded["epoch"] == 3 and loaded["distiller"]["note"] == ("a", 1.5, None)
+    assert loaded["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.9)
+    torch.optim.Adam(model.parameters()).load_state_dict(load_checkpoint(path)["optimizer"])  # what a resume does
+
+
+def test_a_packed_checkpoint_of_kdlib_0_1_still_loads():
+    from kdlib.checkpoints import load_checkpoint, save_atomic
+
+    weight, steps = torch.arange(6.0).reshape(2, 3), torch.tensor([4.0])
+    packed = {"kdlib_packed_state": 1, "buffers": {"float32@cpu": torch.cat([weight.reshape(-1), steps])},
+              "state": {"epoch": 2, "student": {"w": ("__kdlib_tensor__", "float32@cpu", 0, (2, 3))},
+                        "distiller": {"steps": ("__kdlib_tensor__", "float32@cpu", 6, (1,)), "note": ("a", 1)}}}
     path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
     save_atomic(packed, path)
     loaded = load_checkpoint(path)
-    assert torch.load(path, weights_only=True)  # still a plain torch file
-    assert loaded["epoch"] == 3 and loaded["distiller"]["note"] == ("a", 1.5, None)
-    assert torch.equal(loaded["distiller"]["buffer"], torch.arange(6).reshape(2, 3))
-    assert loaded["student"]["1.num_batches_tracked"].dtype == torch.int64
-    assert torch.allclose(loaded["student"]["0.weight"], model[0].weight.detach() - 1.0)  # as it was
-    assert loaded["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.9)
-    for key, value in optimizer.state_dict()["state"][0].items():
-        assert torch.equal(loaded["optimizer"]["state"][0][key], value), key
-    restored = torch.optim.Adam(model.parameters())
-    restored.load_state_dict(loaded["optimizer"])  # what a resumed run does
-    save_atomic(state, path)  # a checkpoint of an earlier version: not packed
-    assert torch.equal(load_checkpoint(path)["student"]["0.weight"], model[0].weight)
+    assert loaded["epoch"] == 2 and loaded["distiller"]["note"] == ("a", 1)
+    assert torch.equal(loaded["student"]["w"], weight) and torch.equal(loaded["distiller"]["steps"], steps)
 
 
 def test_a_run_that_evaluates_no_split_trains_and_records_its_training_values(tiny):

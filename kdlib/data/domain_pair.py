@@ -135,8 +135,8 @@ class Params(Spec):
     preset: Literal["toy2d_shift", "mnist1d_shift", "mnist_usps", "svhn_mnist", "office31", "image_clef"] | None = (
         Field(None, description="a ready pair that fills source and target (fields given here are merged over it)")
     )
-    source: Named("data") = Field(description="the labelled domain: any data spec (train and val come from it)")
-    target: Named("data") = Field(
+    source: Named("data", DATASETS) = Field(description="the labelled domain: any data spec (train and val come from it)")
+    target: Named("data", DATASETS) = Field(
         description="the unlabelled domain: any data spec with the source's classes (its train split, labels "
         "masked, is the target_train split; its test split is the test split)"
     )

@@ -29,32 +29,40 @@ def test_pskd_true_class_ratio_agrees_with_its_closed_form(tiny):
     assert np.abs(autograd - 1).max() > 0.05  # PS-KD does rescale
 
 
-def test_kd_gradient_in_closed_form_is_what_backward_computes():
-    """KD works its probe values out at the epoch's end from its logits; they must be those of the
-    gradient that autograd puts at the logits, which the trainer's probe reads for other methods."""
+def test_the_engine_probe_gives_kd_gradient_in_closed_form():
+    """The engine reads d loss_i / d z_i at the logits the default forward hands to the loss; for KD that
+    is w_ce (p - e_y) + w_kd T (p^T - q^T) per sample (before the batch's 1/N)."""
     from kdlib.data.base import Batch
-    from kdlib.methods.base import MethodContext
+    from kdlib.methods.base import MethodContext, model_teacher
     from kdlib.methods.kd import KD, Params
-    from kdlib.probes import logit_gradient_stats
-    from kdlib.trainer import ColumnTable
+    from kdlib.recording import GradientProbe
 
     torch.manual_seed(0)
     student, teacher = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
     batch = Batch(torch.randn(6, 3), torch.randint(0, 4, (6,)), torch.arange(6))
-    kd = KD(Params(temperature=2.0, w_ce=0.3, w_kd=0.7), student, teacher, MethodContext(4, 6, 1, torch.device("cpu")))
+    context = MethodContext(4, 6, 1, torch.device("cpu"), teacher_logits=model_teacher(teacher))
+    kd = KD(Params(temperature=2.0, w_ce=0.3, w_kd=0.7), student, teacher, context)
     kd.on_epoch_start(0)
-    logits = student(batch.x)
-    logits.retain_grad()  # the trainer's probe, by hand
-    out = kd.loss(batch, logits, teacher(batch.x).detach())
+    probe = GradientProbe(6, torch.device("cpu"))
+    out = kd.forward(batch)
+    watched = probe.watch(out.logits)
     out.loss.backward()
-    autograd = logit_gradient_stats(logits.detach(), logits.grad * len(batch), batch.y)
-    rows = ColumnTable(6, torch.device("cpu"))
-    rows.write(batch.index, out.per_sample)
-    closed_form, _ = kd.finish_per_sample(rows.columns(), batch.y)
-    for key, value in autograd.items():
-        assert torch.allclose(closed_form[key], value, atol=1e-5), key
-    p, p_t = F.softmax(logits.detach(), 1), F.softmax(teacher(batch.x).detach() / 2, 1)
-    expected = 0.3 * (p - F.one_hot(batch.y, 4)) + 0.7 * 2.0 * (F.softmax(logits.detach() / 2, 1) - p_t)
-    assert torch.allclose(closed_form["logit_grad_norm"], expected.norm(dim=1), atol=1e-5)
-    kd.watch_gradients = False  # probes.grad_stats: false
-    assert "logit_grad_norm" not in kd.finish_per_sample(rows.columns(), batch.y)[0]
+    probe.read(watched, batch.index, 1.0)
+    values = probe.per_sample(batch.y)
+    logits = student(batch.x).detach()
+    p, p_t = F.softmax(logits, 1), F.softmax(teacher(batch.x).detach() / 2, 1)
+    expected = 0.3 * (p - F.one_hot(batch.y, 4)) + 0.7 * 2.0 * (F.softmax(logits / 2, 1) - p_t)
+    assert torch.allclose(values["logit_grad_norm"], expected.norm(dim=1), atol=1e-5)
+    true = batch.y[:, None]
+    ce_true = (p - F.one_hot(batch.y, 4)).gather(1, true).squeeze(1)
+    assert torch.allclose(values["logit_grad_ratio_true"], expected.gather(1, true).squeeze(1) / ce_true, atol=1e-5)
+
+
+def test_a_step_without_logits_to_watch_leaves_the_probe_empty():
+    from kdlib.recording import GradientProbe
+
+    probe = GradientProbe(3, torch.device("cpu"))
+    assert probe.watch(None) is None
+    assert probe.watch(torch.zeros(3, 2)) is None  # no gradient flows to it
+    probe.read(None, torch.arange(3), 1.0)
+    assert probe.per_sample(torch.zeros(3, dtype=torch.long)) == {}

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlib.data.base import Batch
-from kdlib.methods.kd import kd_loss, kd_loss_per_sample, kd_step_output
+from kdlib.methods.kd import kd_loss, kd_loss_per_sample, kd_step
 from kdlib.methods.label_smoothing import label_smoothing_loss
 
 S, T = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 2.0, 1.0]])
@@ -19,8 +19,7 @@ def test_kd_loss_matches_hand_computation_with_t_squared():
 
 
 def test_weighted_kd_loss_matches_hand_computation():
-    batch = Batch(S, torch.tensor([2]), torch.tensor([0]))
-    out = kd_step_output(batch, S, T, temperature=4.0, w_ce=0.1, w_kd=0.9)
+    out = kd_step(S, T, torch.tensor([2]), temperature=4.0, w_ce=0.1, w_kd=0.9)
     assert out.loss.item() == pytest.approx(1.228428, abs=1e-6)
     assert out.terms["loss_ce"].item() == pytest.approx(0.407606, abs=1e-6)
 
@@ -49,8 +48,7 @@ def test_kd_loss_is_float32_under_low_precision_inputs():
 
 def test_label_smoothing_is_kd_with_a_uniform_teacher_at_t1():
     logits, labels, eps = torch.randn(6, 4), torch.randint(0, 4, (6,)), 0.2
-    batch = Batch(logits, labels, torch.arange(6))
-    kd = kd_step_output(batch, logits, torch.zeros(6, 4), temperature=1.0, w_ce=1 - eps, w_kd=eps).loss
+    kd = kd_step(logits, torch.zeros(6, 4), labels, temperature=1.0, w_ce=1 - eps, w_kd=eps).loss
     assert kd.item() == pytest.approx(
         label_smoothing_loss(logits, labels, eps).item() - eps * torch.log(torch.tensor(4.0)).item(), abs=1e-5
     )
@@ -75,54 +73,24 @@ def test_coefficients_follow_a_param_changed_in_the_middle_of_an_epoch():
     assert distiller.coefficient("temperature") == 5.0
 
 
-def test_kd_works_out_its_per_sample_values_at_the_epoch_end_as_each_step_would_have():
+def test_kd_per_sample_values_average_to_its_loss_and_terms():
     from torch import nn
 
     from kdlib.methods import METHODS
     from kdlib.methods.base import MethodContext
-    from kdlib.trainer import ColumnTable
 
     torch.manual_seed(0)
-    n, k, temperature = 10, 3, 3.0
-    labels, student_logits, teacher_logits = torch.randint(0, k, (n,)), torch.randn(n, k), torch.randn(n, k)
     kd = METHODS.get("kd")
-    context = MethodContext(k, n, 2, torch.device("cpu"), None, None, None, None)
-    distiller = kd(kd.Params(temperature=temperature, w_ce=0.3, w_kd=0.7), nn.Linear(2, k), nn.Linear(2, k), context)
+    distiller = kd(kd.Params(temperature=3.0, w_ce=0.3, w_kd=0.7), nn.Linear(2, 3), nn.Linear(2, 3),
+                   MethodContext(3, 5, 1, torch.device("cpu")))
     distiller.on_epoch_start(0)
-    rows, steps = ColumnTable(n, torch.device("cpu")), []
-    for index in (torch.tensor([7, 2, 5, 0]), torch.tensor([9, 1, 3, 8]), torch.tensor([4, 6])):  # batches of 4, 4, 2
-        batch = Batch(student_logits[index], labels[index], index)
-        out = distiller.loss(batch, student_logits[index].requires_grad_(), teacher_logits[index])
-        steps.append((index, kd_step_output(batch, student_logits[index], teacher_logits[index], temperature, 0.3, 0.7)))
-        assert out.loss.item() == pytest.approx(steps[-1][1].loss.item(), abs=1e-6)
-        assert not out.terms  # nothing worked out per step
-        rows.write(index, out.per_sample)
-    per_sample, terms = distiller.finish_per_sample(rows.columns(), labels)
-    assert set(per_sample) == {"loss_per_sample", "kl", "p_true_student", "p_true_teacher", "logit_grad_norm",
-                               "logit_grad_ratio", "logit_grad_ratio_true"}
-    for index, step in steps:
-        for key, value in step.per_sample.items():
-            assert torch.allclose(per_sample[key][index], value, atol=1e-6), key
-    for key in ("loss_ce", "loss_kd"):  # the epoch's term: the batch means weighted by the batch sizes
-        weighted = sum(len(index) * step.terms[key] for index, step in steps) / n
-        assert terms[key].item() == pytest.approx(weighted.item(), abs=1e-6)
-
-
-def test_without_the_gradient_probe_kd_works_out_its_values_each_step_and_keeps_no_logits():
-    from torch import nn
-
-    from kdlib.methods import METHODS
-    from kdlib.methods.base import MethodContext
-
-    kd = METHODS.get("kd")
-    distiller = kd(kd.Params(), nn.Linear(2, 3), nn.Linear(2, 3),
-                   MethodContext(3, 4, 1, torch.device("cpu"), None, None, None, None))
-    distiller.watch_gradients = False  # probes.grad_stats or probes.per_sample false: no [N, K] tables kept
-    distiller.on_epoch_start(0)
-    batch = Batch(torch.randn(4, 2), torch.tensor([0, 1, 2, 0]), torch.arange(4))
-    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    batch = Batch(torch.randn(5, 2), torch.tensor([0, 1, 2, 0, 1]), torch.arange(5))
+    student, teacher = torch.randn(5, 3, requires_grad=True), torch.randn(5, 3)
     out = distiller.loss(batch, student, teacher)
-    expected = kd_step_output(batch, student, teacher, 4.0, 0.1, 0.9)
     assert set(out.per_sample) == {"loss_per_sample", "kl", "p_true_student", "p_true_teacher"}
-    assert set(out.terms) == {"loss_ce", "loss_kd"}
-    assert torch.allclose(out.per_sample["kl"], expected.per_sample["kl"])
+    assert set(out.per_sample) <= set(kd.per_sample_values)
+    assert out.per_sample["loss_per_sample"].mean().item() == pytest.approx(out.loss.item(), abs=1e-6)
+    assert (9 * out.per_sample["kl"].mean()).item() == pytest.approx(out.terms["loss_kd"].item(), abs=1e-6)
+    p_true = F.softmax(student.detach(), 1).gather(1, batch.y[:, None]).squeeze(1)
+    assert torch.allclose(out.per_sample["p_true_student"], p_true)
+    assert not any(value.requires_grad for value in out.per_sample.values())
