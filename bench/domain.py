@@ -32,13 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 from timing import parse_args  # noqa: E402
 
-from kdlib.config import load_config  # noqa: E402
 from kdlib.data import load_data  # noqa: E402
 from kdlib.models import build_model  # noqa: E402
 from kdlib.runner import execute  # noqa: E402
 from kdlib.store import RunStore  # noqa: E402
 from kdlib.teachers import obtain_teacher  # noqa: E402
 from kdlib.trainer import load_checkpoint  # noqa: E402
+from kdlib.validation import load_config  # noqa: E402
 
 PAIRS = {"toy2d_shift": "toy2d_uda_pkd", "mnist1d_shift": "mnist1d_uda_pkd"}
 # Hinton KD with the settings of the embedded KD configs (toy2d_kd.yaml: T=2; mnist1d_kd.yaml: T=1).

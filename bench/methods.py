@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from timing import parse_args  # noqa: E402
 
-from kdlib.config import load_config  # noqa: E402
 from kdlib.runner import execute  # noqa: E402
 from kdlib.store import RunStore  # noqa: E402
+from kdlib.validation import load_config  # noqa: E402
 
 MLP = "student={name: mlp, hidden: [128]}"
 MLP2 = "student={name: mlp, hidden: [128, 128]}"

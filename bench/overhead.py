@@ -46,11 +46,11 @@ from settings import COMMON, QUICK_SAMPLES, SETTINGS, settings  # noqa: E402
 from timing import parse_args  # noqa: E402
 
 from kdlib import trainer  # noqa: E402
-from kdlib.config import validate_config  # noqa: E402
 from kdlib.data import load_data  # noqa: E402
 from kdlib.events import EpochEnded  # noqa: E402
 from kdlib.models import build_model  # noqa: E402
 from kdlib.store import RunStore, StoreSink  # noqa: E402
+from kdlib.validation import validate_config  # noqa: E402
 
 
 def setting_config(name: str, epochs: int, quick: bool = False):

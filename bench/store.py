@@ -40,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from timing import parse_args  # noqa: E402
 
-from kdlib.config import validate_config  # noqa: E402
 from kdlib.events import CheckpointSaved, EpochEnded, RunStarted, StepLogged  # noqa: E402
 from kdlib.store import RunStore, StoreSink, read_epoch_index  # noqa: E402
+from kdlib.validation import validate_config  # noqa: E402
 
 TRAIN, TEST, CLASSES, STEPS = 50_000, 10_000, 100, 391  # CIFAR-100 at batch 128
 TRAIN_KEYS = ["p_true_student", "p_true_teacher", "loss_per_sample", "kl", "weight", "logit_grad_norm",

@@ -39,16 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from settings import COMMON, QUICK_SAMPLES, SETTINGS, settings  # noqa: E402
 from timing import parse_args  # noqa: E402
 
-from kdlib.config import validate_config  # noqa: E402
 from kdlib.data import Batch, load_data  # noqa: E402
 from kdlib.events import EpochEnded  # noqa: E402
 from kdlib.methods.ce import CrossEntropy  # noqa: E402
-from kdlib.methods.kd import kd_step_loss  # noqa: E402
+from kdlib.methods.kd import kd_step  # noqa: E402
 from kdlib.schedules import as_schedule  # noqa: E402
 from kdlib.store import RunStore, StoreSink  # noqa: E402
-from kdlib.teacher_cache import attach_teacher_cache  # noqa: E402
+from kdlib.teacher_cache import attach_teacher  # noqa: E402
 from kdlib.teachers import obtain_teacher  # noqa: E402
 from kdlib.trainer import fit  # noqa: E402
+from kdlib.validation import validate_config  # noqa: E402
 
 
 class EpochClock:
@@ -107,7 +107,7 @@ def prepare_teacher(config, store: RunStore):
     artifact = obtain_teacher(config, store, train)
     data = load_data(config.data)
     start = time.perf_counter()
-    attach_teacher_cache(config, artifact, artifact.build(data), None, data, torch.device("cpu"))
+    attach_teacher(config, artifact, artifact.build(data), None, data, torch.device("cpu"))
     return artifact, time.perf_counter() - start, len(data.train)
 
 
@@ -160,7 +160,7 @@ def loss_extra_us(config, num_classes: int, repeats: int = 15, calls: int = 200)
 
     def kd() -> None:
         z = logits.clone().requires_grad_()
-        kd_step_loss(batch, z, teacher, temperature, w_ce, w_kd).backward()
+        kd_step(z, teacher, batch.y, temperature, w_ce, w_kd).loss.backward()
 
     def ce() -> None:
         z = logits.clone().requires_grad_()
