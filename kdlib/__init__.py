@@ -12,7 +12,7 @@ from kdlib.config import ConfigError, RunConfig
 from kdlib.methods import METHODS
 from kdlib.runner import RunHandle, launch, resume
 from kdlib.store import RunStore
-from kdlib.validation import load_config
+from kdlib.validation import config_from, load_config, validate_config
 from kdlib.views import LoadedRun, load_run
 
 __all__ = [
@@ -23,7 +23,9 @@ __all__ = [
     "RunHandle",
     "RunStore",
     "launch",
+    "config_from",
     "load_config",
     "load_run",
     "resume",
+    "validate_config",
 ]
