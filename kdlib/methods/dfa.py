@@ -134,7 +134,7 @@ def ofd_loss_per_sample(source: Tensor, target: Tensor, margin: Tensor | None) -
     return ((source - target).pow(2) * mask).flatten(1).sum(1)
 
 
-def bn_margin(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
+def bn_margin(bn: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d) -> Tensor:
     """E[x | x < 0] for x ~ N(bias, weight^2) per channel; -3|weight| where P(x < 0) <= 0.001 (OFD)."""
     std, mean = bn.weight.detach().abs().float(), bn.bias.detach().float()
     std = std.clamp_min(1e-12)
@@ -274,7 +274,7 @@ class DFA(Distiller):
         norms = [
             m
             for m in self.teacher.get_submodule(plan.end).modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_features == shape[0] and m.affine
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and m.num_features == shape[0] and m.affine
         ]
         return bn_margin(norms[-1]).to(self.context.device) if norms else None
 

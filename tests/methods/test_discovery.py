@@ -90,3 +90,29 @@ def test_a_method_file_is_registered_under_its_stem_and_a_helper_module_is_not(t
     registry = Registry("method", package="more_methods", one_per_file=Distiller)
     assert registry.names() == ["plain_ce"]
     assert registry.get("plain_ce").__name__ == "PlainCE"
+
+
+@pytest.mark.slow
+def test_a_new_model_file_and_a_new_data_file_are_found_with_no_other_edit(tmp_path):
+    import kdlib.data
+    import kdlib.models
+
+    stem = f"extra_{uuid.uuid4().hex[:8]}"
+    model_file = Path(kdlib.models.__file__).with_name(f"{stem}.py")
+    data_file = Path(kdlib.data.__file__).with_name(f"{stem}.py")
+    model_file.write_text(
+        "from kdlib.models.base import MODELS\nfrom kdlib.models.simple import MLP\n"
+        f"MODELS.register('{stem}_mlp')(type('Extra', (MLP,), {{}}))\n"
+    )
+    data_file.write_text(
+        "from kdlib.data.base import DATASETS\nfrom kdlib.data.toy2d import Toy2D\n"
+        f"DATASETS.register('{stem}_points')(type('Extra', (Toy2D,), {{}}))\n"
+    )
+    code = (f"from kdlib.models import MODELS; from kdlib.data import DATASETS; "
+            f"print('{stem}_mlp' in MODELS, '{stem}_points' in DATASETS)")
+    try:
+        found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        model_file.unlink()
+        data_file.unlink()
+    assert found.stdout.split() == ["True", "True"], found.stderr
