@@ -38,6 +38,8 @@ RESULT_LINES = {  # script -> patterns that must each match a whole line of its 
         rf"overhead_ratio_mnist1d {NUMBER}",
         rf"overhead_ratio {NUMBER}",
     ],
+    "probe.py": [rf"probe_step_extra_us {NUMBER}", rf"probe_epoch_ms_per_step_read {NUMBER}",
+                 rf"probe_epoch_ms_vmap {NUMBER}"],
     "store.py": [rf"trajectory_read_ms {NUMBER}"],
     "teacher_cache.py": [rf"cache_ratio {NUMBER}"],
 }
