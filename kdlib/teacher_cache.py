@@ -42,7 +42,8 @@ _NOT_IN_VALUES = ("num_workers", "download", "in_memory")  # data fields that ch
 
 
 class TeacherOutputs:
-    """One set of teacher weights' logits on the training split: [N, K], or [N, D, K] with D draws."""
+    """One set of teacher weights' logits on the training split, [N, K] or [N, D, K] with D draws: a teacher
+    of batches (`TeacherLogits`) that looks its rows up instead of forwarding a model."""
 
     def __init__(self, table: np.ndarray, device: torch.device) -> None:
         self.device, self.draws = device, table.shape[1] if table.ndim == 3 else 0
