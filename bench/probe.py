@@ -13,7 +13,7 @@ a KD step (student forward, loss, backward, Adam) without the probe and with the
 turns (medians over the rounds), and the epoch-end vmap over the epoch's [N, 10] logits. The probe's
 statistics from the gradients (`logit_gradient_stats`) are the same work either way and not timed.
 
-    .venv/bin/python bench/probe.py [--rounds 15] [--steps 33]
+    .venv/bin/python bench/probe.py [--rounds 15] [--steps 33]     (--quick: 2 rounds of 3 steps, a check)
 
 Last lines: `probe_step_extra_us`, `probe_epoch_ms_per_step_read`, `probe_epoch_ms_vmap`.
 """
