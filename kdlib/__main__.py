@@ -1,19 +1,23 @@
-"""The command line: `python -m kdlib run | validate | ls | show | resume | pause | stop | sweep | study | app`."""
+"""The command line: `kdlib` (or `python -m kdlib`) run | validate | ls | show | rm | resume | pause | stop |
+sweep | study | reference | app.
+
+Commands that only read the store (`--help`, `ls`, `show`, `rm`, `study`) import no torch: what
+trains or validates a config is imported inside the commands that need it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from kdlib.config import ConfigError
-from kdlib.events import EpochEnded, RunEnded, RunStarted, StepLogged
-from kdlib.store import RunNotFound, RunStore
-from kdlib.validation import load_config
+from kdlib import __version__
+from kdlib.store import ACTIVE, RunNotFound, RunStore
 
 
 class ProgressSink:
@@ -24,6 +28,8 @@ class ProgressSink:
 
     def emit(self, event) -> None:
         from tqdm import tqdm
+
+        from kdlib.events import EpochEnded, RunEnded, RunStarted, StepLogged
 
         if isinstance(event, RunStarted):
             total = event.total_epochs * event.steps_per_epoch
@@ -66,7 +72,8 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kdlib", description="KD Explorer: knowledge distillation runs")
+    parser = argparse.ArgumentParser(prog="kdlib", description="KD Explorer: knowledge distillation runs")
+    parser.add_argument("--version", action="version", version=f"kdlib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="train a run in the foreground with a progress bar")
@@ -84,9 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     _home_arg(ls)
 
     show = commands.add_parser("show", help="a run's status and results (default: the latest run)")
-    show.add_argument("run", nargs="?", help="run id (default: the latest student run)")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("run", nargs="?", help="run id or its unique prefix (default: the latest student run)")
+    show.add_argument("--json", action="store_true", help="machine-readable output, the stored config included")
+    show.add_argument("--config", action="store_true", help="print the run's config as it was stored")
     _home_arg(show)
+
+    rm = commands.add_parser("rm", help="remove runs: their rows in the store and their folders")
+    rm.add_argument("runs", nargs="+", metavar="run", help="run id or its unique prefix")
+    rm.add_argument("--force", action="store_true", help="also a queued, running or paused run (asked to stop)")
+    _home_arg(rm)
 
     for name, text in (
         ("resume", "continue a paused, stopped or failed run"),
@@ -94,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("stop", "stop a running run (it can be resumed)"),
     ):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("run", help="run id")
+        sub.add_argument("run", help="run id or its unique prefix")
         _home_arg(sub)
 
     sweep = commands.add_parser("sweep", help="search hyperparameters: an Optuna study whose trials are runs")
@@ -122,19 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--json", action="store_true", help="machine-readable output")
     _home_arg(study)
 
-    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
-    worker.add_argument("run")
-    _home_arg(worker)
-
     commands.add_parser("reference", help="print the config reference (Markdown)")
 
     app = commands.add_parser("app", help="open the Streamlit app")
     app.add_argument("--port", type=int, default=8501)
+    _home_arg(app)
+    return parser
+
+
+def worker_parser() -> argparse.ArgumentParser:
+    """`kdlib worker RUN --home DIR`: the process kdlib.runner starts for a background run; no user command."""
+    parser = argparse.ArgumentParser(prog="kdlib worker")
+    parser.add_argument("run")
+    _home_arg(parser)
     return parser
 
 
 def cmd_run(args) -> int:
+    from kdlib.config import ConfigError
     from kdlib.runner import execute, launch
+    from kdlib.validation import load_config
 
     config = load_config(args.config, args.overrides)
     processes = _torchrun_processes()
@@ -157,6 +177,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from kdlib.validation import load_config
+
     config = load_config(args.config, args.overrides)
     print(f"# {args.config}: valid")
     print(config.to_yaml(), end="")
@@ -183,10 +205,27 @@ def cmd_ls(args) -> int:
         print("no runs yet; start one with `python -m kdlib run configs/quickstart.yaml`")
     else:
         frame = frame.assign(
-            epoch=(frame.epoch.fillna(-1) + 1).astype(int).astype(str) + "/" + frame.total_epochs.astype(str)
+            epoch=(frame.epoch.fillna(-1) + 1).astype(int).astype(str) + "/" + frame.total_epochs.astype(str),
+            test_acc=frame.test_acc.round(3),
         )
         print(frame[columns[:-2] + ["test_acc"]].rename(columns={"epoch": "epochs"}).to_string(index=False))
     return 0
+
+
+def resolve_run(store: RunStore, text: str | None) -> str:
+    """The id of the run that `text` names: a whole id or a prefix of exactly one (None: the latest student run)."""
+    if text is None:
+        return store.latest_run_id()
+    ids = list(store.runs().id)
+    if text in ids:
+        return text
+    matches = [run_id for run_id in ids if run_id.startswith(text)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise RunNotFound(f"no run {text!r} in {store.home}; `python -m kdlib ls --all` lists the runs")
+    shown = ", ".join(matches[:8]) + (f" and {len(matches) - 8} more" if len(matches) > 8 else "")
+    raise RunNotFound(f"{text!r} starts {len(matches)} runs: {shown}; give more of the id")
 
 
 def run_summary(store: RunStore, run_id: str) -> dict:
@@ -222,14 +261,38 @@ def _print_run(store: RunStore, run_id: str) -> None:
 
 
 def cmd_show(args) -> int:
+    import yaml
+
     store = RunStore(args.home)
-    run_id = args.run or store.latest_run_id()
+    run_id = resolve_run(store, args.run)
+    stored = store.run(run_id)["config"]  # plain YAML: read as data, so no registry is imported
     if args.json:
         summary = run_summary(store, run_id)
         summary["epochs"] = json.loads(store.epoch_metrics(run_id).reset_index().to_json(orient="records"))
+        summary["config"] = yaml.safe_load(stored)
         print(json.dumps(summary, indent=1))
+    elif args.config:
+        print(stored, end="")
     else:
         _print_run(store, run_id)
+    return 0
+
+
+def cmd_rm(args) -> int:
+    store = RunStore(args.home)
+    run_ids = list(dict.fromkeys(resolve_run(store, text) for text in args.runs))
+    active = {run_id: status for run_id in run_ids if (status := store.run(run_id)["status"]) in ACTIVE}
+    if active and not args.force:
+        for run_id, status in active.items():
+            print(
+                f"error: {run_id} is {status}; stop it first (`python -m kdlib stop {run_id}`) or pass --force",
+                file=sys.stderr,
+            )
+        print("nothing removed", file=sys.stderr)
+        return 2
+    for run_id in run_ids:
+        store.delete_run(run_id)  # asks an active run to stop, then forgets it
+        print(f"removed {run_id}")
     return 0
 
 
@@ -248,8 +311,9 @@ def _execute_on_processes(run_id: str, store: RunStore, processes) -> int:
         print(f"run {run_id} on {processes.world} processes  (store: {store.home})")
     finished = False
     try:
-        status = execute(run_id, store, extra_sinks=[ProgressSink(run_id)] if processes.is_main else [],
-                         processes=processes)
+        status = execute(
+            run_id, store, extra_sinks=[ProgressSink(run_id)] if processes.is_main else [], processes=processes
+        )
         finished = True
     finally:
         shutdown(finished)
@@ -260,16 +324,18 @@ def _execute_on_processes(run_id: str, store: RunStore, processes) -> int:
 
 
 def cmd_control(args) -> int:
-    from kdlib.runner import resume
-
+    store = RunStore(args.home)
+    run_id = resolve_run(store, args.run)
     if args.command == "resume" and (processes := _torchrun_processes()).active:
-        return _execute_on_processes(args.run, RunStore(args.home), processes)
+        return _execute_on_processes(run_id, store, processes)
     if args.command == "resume":
-        handle = resume(args.run, args.home)
-        print(f"{args.run}: {handle.status}")
+        from kdlib.runner import resume
+
+        handle = resume(run_id, args.home)
+        print(f"{run_id}: {handle.status}")
     else:
-        RunStore(args.home).request(args.run, args.command)
-        print(f"{args.run}: asked to {args.command}")
+        store.request(run_id, args.command)
+        print(f"{run_id}: asked to {args.command}")
     return 0
 
 
@@ -281,6 +347,7 @@ def cmd_sweep(args) -> int:
     import optuna
 
     from kdlib.sweep import parse_search_flags, run_sweep, sweep_section
+    from kdlib.validation import load_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the lines below say what happened
     config = load_config(args.config, args.overrides)
@@ -323,10 +390,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from kdlib.views import best_trial, study_summary
+    from kdlib.store.studies import best_trial, study_summary
 
     store = RunStore(args.home)
     if args.storage:
+        from kdlib.config import ConfigError
         from kdlib.sweep import storage_trials
 
         if not args.name:
@@ -372,42 +440,52 @@ def cmd_reference(args) -> int:
     return 0
 
 
+def app_entry() -> Path | None:
+    """The app's Home.py: app/ beside kdlib in a checkout, kdlib_app/app/ beside it once installed."""
+    root = Path(__file__).resolve().parent.parent
+    return next((p for p in (root / "app" / "Home.py", root / "kdlib_app" / "app" / "Home.py") if p.is_file()), None)
+
+
 def cmd_app(args) -> int:
-    home = Path(__file__).resolve().parent.parent / "app" / "Home.py"
-    return subprocess.call(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(home),
-            "--server.address",
-            "localhost",
-            "--server.port",
-            str(args.port),
-        ]
-    )
+    import importlib.util
+
+    if importlib.util.find_spec("streamlit") is None:
+        print('error: the app needs streamlit: pip install "kdlib[app]"', file=sys.stderr)
+        return 2
+    if (entry := app_entry()) is None:
+        print(f"error: the app's files are not beside kdlib in {Path(__file__).parent.parent}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if args.home:  # the app's store is $KDLIB_HOME (default ./runs), as for every command
+        env["KDLIB_HOME"] = str(Path(args.home).expanduser().resolve())
+    # the settings of the repository's .streamlit/config.toml, which streamlit reads only from the current folder
+    flags = ["--server.address", "localhost", "--server.port", str(args.port)]
+    flags += ["--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    try:
+        return subprocess.call([sys.executable, "-m", "streamlit", "run", str(entry), *flags], env=env)
+    except KeyboardInterrupt:  # streamlit had the Ctrl-C too, and has stopped
+        return 130
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors printed as one line: RunNotFound, and ConfigError once a command has imported kdlib.config
+    (commands that only read the store never import it, nor pydantic)."""
+    config = sys.modules.get("kdlib.config")
+    return (RunNotFound, config.ConfigError) if config else (RunNotFound,)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {
-        "run": cmd_run,
-        "validate": cmd_validate,
-        "ls": cmd_ls,
-        "show": cmd_show,
-        "resume": cmd_control,
-        "pause": cmd_control,
-        "stop": cmd_control,
-        "worker": cmd_worker,
-        "app": cmd_app,
-        "reference": cmd_reference,
-        "sweep": cmd_sweep,
-        "study": cmd_study,
-    }
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["worker"]:  # internal: parsed apart so that `--help` does not list it
+        args = worker_parser().parse_args(argv[1:])
+        args.command = "worker"
+    else:
+        args = build_parser().parse_args(argv)
+    control = args.command in ("resume", "pause", "stop")
+    handler = cmd_control if control else globals()[f"cmd_{args.command}"]  # cmd_run for run, ...
     try:
-        return handlers[args.command](args)
-    except (ConfigError, RunNotFound) as error:
+        return handler(args)
+    except _user_errors() as error:  # an except clause's tuple is evaluated when an error reaches it
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -42,3 +44,110 @@ def test_validate_prints_the_full_config_or_the_field_that_is_wrong(tmp_path):
 def test_show_without_runs_says_how_to_start_one():
     result = kdlib_cli("show", check=False)
     assert result.returncode == 2 and "python -m kdlib run" in result.stderr
+
+
+# --- commands that read the store: no torch, runs by prefix, rm ---------------------------------
+
+
+def stored_run(store, status: str = "done", test_acc: float = 0.87654321) -> str:
+    """A run as training leaves it in the store, without training: its config, one epoch, its end."""
+    from kdlib.events import EpochEnded, RunEnded, RunStarted
+    from kdlib.store import StoreSink
+    from kdlib.validation import validate_config
+
+    run_id = store.create_run(validate_config(tiny_config()))
+    sink = StoreSink(store, run_id)
+    sink.emit(RunStarted(total_epochs=3, start_epoch=0, steps_per_epoch=4, device="cpu", train_size=400))
+    sink.emit(EpochEnded(epoch=0, step=4, scalars={"train.loss": 0.5, "test.acc": test_acc}))
+    if status != "running":  # a running run's pid is this test's: alive, so it stays running
+        sink.emit(RunEnded(status))
+    sink.close()
+    return run_id
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The top-level packages a `python -X importtime` run imported."""
+    return {
+        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in stderr.splitlines() if line.startswith("import time:")
+    }
+
+
+def test_commands_that_read_the_store_import_no_torch(kdlib_home):
+    from kdlib.store import RunStore
+
+    run_id = stored_run(RunStore(kdlib_home))
+    for args in (
+        ["--help"],
+        ["--version"],
+        ["ls"],
+        ["ls", "--json"],
+        ["show"],
+        ["show", run_id[:-2], "--json"],
+        ["study"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "kdlib", *args], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+        modules = imported_modules(result.stderr)
+        assert "kdlib" in modules and "torch" not in modules, args
+
+
+def test_show_prints_the_stored_config_as_data_and_ls_rounds(kdlib_home):
+    from kdlib.store import RunStore
+
+    run_id = stored_run(RunStore(kdlib_home))
+    shown = json.loads(kdlib_cli("show", "--json").stdout)
+    assert shown["id"] == run_id and shown["config"]["method"]["temperature"] == 2.0
+    assert "temperature: 2.0" in kdlib_cli("show", "--config").stdout
+    listed = kdlib_cli("ls").stdout
+    assert "0.877" in listed and "0.8765" not in listed
+    assert json.loads(kdlib_cli("ls", "--json").stdout)[0]["test_acc"] == 0.87654321  # exact for scripts
+
+
+def test_a_run_is_named_by_a_unique_prefix_and_an_ambiguous_one_lists_the_candidates(kdlib_home):
+    from kdlib.store import RunStore
+
+    first, second = stored_run(RunStore(kdlib_home)), stored_run(RunStore(kdlib_home))
+    assert json.loads(kdlib_cli("show", first[:-1], "--json").stdout)["id"] == first
+    common = os.path.commonprefix([first, second])
+    ambiguous = kdlib_cli("show", common, check=False)
+    assert ambiguous.returncode == 2 and first in ambiguous.stderr and second in ambiguous.stderr
+    missing = kdlib_cli("stop", "nosuchrun", check=False)
+    assert missing.returncode == 2 and "no run 'nosuchrun'" in missing.stderr
+    assert f"{second}: asked to pause" in kdlib_cli("pause", second[:-1]).stdout
+
+
+def test_rm_removes_a_run_and_refuses_an_active_one_without_force(kdlib_home):
+    from kdlib.store import RunStore
+
+    store = RunStore(kdlib_home)
+    done, running = stored_run(store), stored_run(store, status="running")
+    refused = kdlib_cli("rm", running[:-1], done, check=False)
+    assert refused.returncode == 2 and f"{running} is running" in refused.stderr and "--force" in refused.stderr
+    assert set(store.runs().id) == {done, running}  # nothing removed
+    assert kdlib_cli("rm", done[:-1]).stdout.strip() == f"removed {done}"
+    assert not store.run_dir(done).exists() and list(store.runs().id) == [running]
+    assert store.metrics(done).empty
+    kdlib_cli("rm", "--force", running)
+    assert store.runs().empty and not store.run_dir(running).exists()
+
+
+def test_version_and_help_list_the_user_commands_only():
+    import kdlib
+
+    assert kdlib_cli("--version").stdout.strip() == f"kdlib {kdlib.__version__}"
+    usage = kdlib_cli("--help").stdout
+    assert "rm" in usage and "worker" not in usage and "SUPPRESS" not in usage
+
+
+def test_app_reads_the_home_it_is_given(tmp_path, monkeypatch):
+    from kdlib import __main__ as cli
+
+    called = {}
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: called.update(command=command, env=env) or 0)
+    assert cli.main(["app", "--home", str(tmp_path / "elsewhere"), "--port", "8600"]) == 0
+    assert called["env"]["KDLIB_HOME"] == str(tmp_path / "elsewhere")
+    home = Path(called["command"][called["command"].index("run") + 1])
+    assert home.name == "Home.py" and home.is_file()
+    assert called["command"][called["command"].index("--server.port") + 1] == "8600"

@@ -2,6 +2,7 @@
 
 The `study_trials` table says which run is which trial of which study, with the params it was
 given, its state and its value. Mixed into RunStore (kdlib.store.runs), whose `_connect` it uses.
+`study_summary` and `best_trial` read a study's outcomes from the store alone.
 """
 
 from __future__ import annotations
@@ -44,3 +45,28 @@ class StudyTrials:
         with self._connect() as db:
             frame = pd.read_sql_query(query, db, params=(study,))
         return frame.join(pd.DataFrame([json.loads(p) for p in frame.pop("params")], index=frame.index))
+
+
+# A study's outcomes read from the store alone (no torch), so `kdlib study` starts at once.
+STUDY_OUTCOMES = {"val.acc": "val_acc", "test.acc": "test_acc", "test.nll": "test_nll", "test.ece": "test_ece"}
+
+
+def study_summary(store, study: str) -> pd.DataFrame:
+    """`RunStore.study_trials` (trial, run_id, name, state, value, status, metric, direction, one column per
+    searched param) with each run's epochs done and its last epoch's val/test accuracy, test NLL and ECE."""
+    trials = store.study_trials(study)
+    finals = []
+    for run_id in trials.run_id:
+        epochs = store.epoch_metrics(run_id)
+        last = epochs.iloc[-1] if len(epochs) else pd.Series(dtype=float)
+        finals.append({"epochs_done": len(epochs), **{n: last.get(k, float("nan")) for k, n in STUDY_OUTCOMES.items()}})
+    return trials.join(pd.DataFrame(finals, index=trials.index, columns=["epochs_done", *STUDY_OUTCOMES.values()]))
+
+
+def best_trial(trials: pd.DataFrame) -> pd.Series | None:
+    """The complete trial with the best value in the study's direction; None before one completes."""
+    complete = trials[trials.state == "complete"].dropna(subset=["value"])
+    if complete.empty:
+        return None
+    values = complete.value.astype(float)
+    return complete.loc[values.idxmax() if complete.direction.iloc[0] == "maximize" else values.idxmin()]
