@@ -1,5 +1,6 @@
 """RunConfig: everything a run is, validated once at the door.
 
+    imports:   [mine.py]                                 your own data sets, models, methods (kdlib.plugins)
     data:      {name: mnist1d, n_samples: 6000}          a dataset and its params (kdlib.data)
     teacher:   {model: {name: cnn1d}, epochs: 20}        how the teacher is trained or loaded
     student:   {name: mlp, hidden: [128]}                a model and its params (kdlib.models)
@@ -22,9 +23,9 @@ import json
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from kdlib.spec import Named, Section
+from kdlib.spec import Named, Section, context_folder, is_file_import, local_path
 
 
 class ConfigError(ValueError):
@@ -198,6 +199,13 @@ class SweepSection(Section):
 class RunConfig(TrainingSection):
     """One run: a student trained by a method on a dataset, maybe taught by a teacher."""
 
+    imports: list[str] = Field(
+        default_factory=list,
+        description="Python files (relative to the config file's folder) or module names, imported before the "
+        "rest of the config is read by every process that reads it, so the data sets, models and methods they "
+        "register (kdlib.register_dataset, register_model, register_method) can be named here. Files are kept "
+        "as absolute paths",
+    )
     data: DataSpec = Field(description="the dataset and its params")
     student: ModelSpec = Field(description="the model being trained")
     method: MethodSpec = Field(
@@ -223,8 +231,17 @@ class RunConfig(TrainingSection):
         None, exclude=True, description="a hyperparameter search over this config (see `sweep` below)"
     )
 
+    @field_validator("imports")
+    @classmethod
+    def _files_absolute(cls, imports: list[str], info: ValidationInfo) -> list[str]:
+        # absolute, so a worker started in another folder finds them
+        return [local_path(i, context_folder(info)) if is_file_import(i) else i for i in imports]
+
     def to_dict(self) -> dict:
-        return _simplify(self.model_dump(mode="json"))
+        """Plain data; `imports` first (the order a reader needs them), left out when empty."""
+        data = _simplify(self.model_dump(mode="json"))
+        imports = data.pop("imports")
+        return {"imports": imports, **data} if imports else data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -6,15 +6,21 @@ models register by decorator (a file may hold several); a method is the one `Dis
 its file defines, and its key is the file's stem, written nowhere else.
 
 A name that is not registered fails with the closest valid names, so a typo in a config
-reads `'pskd2' is not a method; did you mean 'pskd'?` rather than a KeyError.
+reads `'pskd2' is not a method; did you mean 'pskd'?` rather than a KeyError. A name registered twice
+by two definitions is an error that names both; the same definition again (a file imported twice, a
+notebook cell run again) replaces the first. The first lookup also loads installed plugins
+(entry-point group `kdlib.plugins`: importing the module an entry point names registers what it defines).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import pkgutil
+import warnings
 from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -42,8 +48,12 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorate(entry: T) -> T:
-            if name in self._entries and self._entries[name] is not entry:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            old = self._entries.get(name)
+            if old is not None and old is not entry and not same_definition(old, entry):
+                raise ValueError(
+                    f"{self.kind} {name!r} is registered twice: by {definition(old)} and by {definition(entry)}; "
+                    "rename one of them"
+                )
             self._entries[name] = entry
             return entry
 
@@ -60,6 +70,7 @@ class Registry(Generic[T]):
             module = importlib.import_module(f"{self.package}.{info.name}")
             if self.one_per_file is not None:
                 self._register_defined(module, info.name)
+        load_entry_points()
 
     def _register_defined(self, module, stem: str) -> None:
         defined = [
@@ -109,3 +120,53 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(name, self._entries[name]) for name in self.names()]
+
+
+ENTRY_POINTS = "kdlib.plugins"
+_plugins_loaded = False
+
+
+def load_entry_points() -> None:
+    """Import, once per process, every installed plugin (entry-point group `kdlib.plugins`); a plugin that
+    fails to import is a warning naming it, not a crash."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for point in entry_points(group=ENTRY_POINTS):
+        try:
+            point.load()
+        except Exception as error:  # noqa: BLE001 - someone else's package must not stop kdlib
+            warnings.warn(
+                f"kdlib plugin {point.name!r} ({point.value}) could not be loaded: {type(error).__name__}: {error}",
+                stacklevel=2,
+            )
+
+
+def _defined(entry: object) -> object:
+    """The user's own function or class behind an entry (kdlib.plugins wraps functions)."""
+    return getattr(entry, "__wrapped__", entry)
+
+
+def same_definition(a: object, b: object) -> bool:
+    """Whether two entries are one definition met twice: the same name in the same module or source file."""
+    a, b = _defined(a), _defined(b)
+    if getattr(a, "__qualname__", None) != getattr(b, "__qualname__", None):
+        return False
+    return getattr(a, "__module__", None) == getattr(b, "__module__", None) or _source(a) == _source(b) is not None
+
+
+def _source(entry: object) -> str | None:
+    try:
+        return inspect.getsourcefile(entry)
+    except (TypeError, OSError):
+        return None
+
+
+def definition(entry: object) -> str:
+    """`module.name (file:line)`, for errors that point at code."""
+    entry = _defined(entry)
+    where = _source(entry)
+    line = getattr(getattr(entry, "__code__", None), "co_firstlineno", None)
+    at = f" ({where}{f':{line}' if line else ''})" if where else ""
+    return f"{getattr(entry, '__module__', '?')}.{getattr(entry, '__qualname__', repr(entry))}{at}"

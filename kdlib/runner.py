@@ -4,7 +4,9 @@
 new process session (spawned, never forked after torch has started threads), then returns at
 once. The process reads its config from the store and writes everything back to it, so any
 other process (the app, a notebook, the CLI) follows it by reading the store. Pause and stop
-are flags in the store that the run obeys at its next logged step.
+are flags in the store that the run obeys at its next logged step. The worker imports the config's
+`imports:` when it reads the config, so it knows the user's data sets, models and methods; an entry
+defined in `__main__` (a notebook cell, a script) is refused at launch, since no worker can import it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib.config import RunConfig
+from kdlib.config import ConfigError, RunConfig
 from kdlib.distributed import SINGLE, Processes
 from kdlib.events import Sink
 from kdlib.methods import METHODS
+from kdlib.registry import definition
 from kdlib.store import ACTIVE, RunStore, StoreSink
 from kdlib.teachers import obtain_teacher
 from kdlib.trainer import Control, StopRequested, fit
-from kdlib.validation import config_from
+from kdlib.validation import config_from, named_entries
 
 
 class StoreControl(Control):
@@ -72,8 +75,15 @@ def execute(
     `processes`; the first one alone writes to the store, obtains the teacher (training it, in one
     process, if it is new) and obeys pause and stop.
     """
-    config = store.config(run_id)
     main = processes.is_main
+    try:
+        config = store.config(run_id)
+    except ConfigError as error:  # a file of `imports:` gone or broken: the run must not stay queued
+        if main:
+            store.end_run(run_id, "failed", f"ConfigError: {error}")
+        if processes.active:
+            raise
+        return "failed"
     if main and store.run(run_id)["status"] in ("stopped", "failed"):
         store.update_run(run_id, control="run")  # executing an ended run again resumes it
 
@@ -209,6 +219,12 @@ def launch(
 ) -> RunHandle:
     """Validate the config, register the run, start it in its own process; returns at once."""
     config = config_from(config, overrides)
+    stranded = [definition(e) for e in named_entries(config) if getattr(e, "__wrapped__", e).__module__ == "__main__"]
+    if stranded:
+        raise ConfigError(
+            f"{' and '.join(stranded)}: defined in __main__ (a notebook or a script), which a background run cannot "
+            "import; move it into a file and list that file under the config's `imports:`"
+        )
     store = RunStore(home)
     run_id = store.create_run(config, name=name)
     return RunHandle(run_id, store, _start_worker(run_id, store))

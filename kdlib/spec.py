@@ -6,12 +6,15 @@ subclass of `Spec`) declares and documents the params. Unknown keys are refused.
 Config models name such a section by its kind (`Named("method")`) and know no registry: a section is
 checked against its entry's `Params` when the validation context carries a resolver, which
 `kdlib.validation.load_config` and `validate_config` give; without one it is kept as given, a
-`NamedSection`.
+`NamedSection`. Paths a config names (its `imports:`, a data file) start from the config file's folder,
+which the context carries too (`FOLDER`; the current folder without it), and are kept absolute.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, SerializeAsAny, ValidationError, ValidationInfo
@@ -39,6 +42,22 @@ class NamedSection(Spec):
 
 
 RESOLVER = "kdlib.resolver"  # the validation context's key: (kind, {name, ...params}, context) -> Spec
+FOLDER = "kdlib.folder"  # the validation context's key: the folder that relative paths start from
+
+
+def local_path(path: str, folder: str | Path | None = None) -> str:
+    """`path` made absolute: a relative one starts from `folder` (the config file's), else the current folder."""
+    return str((Path(folder or Path.cwd()) / Path(path).expanduser()).resolve())
+
+
+def context_folder(info: ValidationInfo) -> Path | None:
+    """The folder of the config being validated, when the context names one."""
+    return (info.context or {}).get(FOLDER)
+
+
+def is_file_import(entry: str) -> bool:
+    """Whether an `imports:` entry is a Python file (`mine.py`, `lib/mine`) rather than a module name."""
+    return entry.endswith(".py") or "/" in entry or os.sep in entry
 
 
 def resolve_in(registry, value: Any, context: dict | None = None) -> Spec:

@@ -93,6 +93,7 @@ def teacher_run_config(config: RunConfig) -> RunConfig:
     """The run that trains the teacher: plain cross-entropy with the teacher's own recipe."""
     t = config.teacher
     return RunConfig(
+        imports=config.imports,  # so the teacher run's stored config reads in any process
         data=config.data,
         student=t.model,
         method={"name": "ce"},

@@ -4,7 +4,11 @@
 sides) as a name and params; here every such section is checked against the params class of the
 registry entry it names (the validation context carries the resolver), and then the checks that
 need the method: a teacher where it needs one, and the teacher-output cache's rules
-(`kdlib.teacher_cache`).
+(`kdlib.teacher_cache`). Before any of that, the config's `imports:` are imported (`kdlib.plugins`), so every
+process that reads a config (the CLI, a background worker, a sweep, the app, the widgets) knows the data
+sets, models and methods it names; a validated config lists in `imports` the file or module of every
+entry it names that is neither kdlib's own nor defined in `__main__`, so a config built in the app or a
+notebook from registered entries runs in a worker too.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from kdlib.config import ConfigError, RunConfig, apply_overrides
 from kdlib.data import DATASETS
 from kdlib.methods import METHODS
 from kdlib.models import MODELS
+from kdlib.plugins import import_user_code, missing_sources
 from kdlib.registry import Registry
-from kdlib.spec import RESOLVER, NamedSection, Spec, resolve_in
+from kdlib.spec import FOLDER, RESOLVER, NamedSection, Spec, resolve_in
 from kdlib.teacher_cache import teacher_cache_refusal
 
 REGISTRIES: dict[str, Registry] = {"data": DATASETS, "model": MODELS, "method": METHODS}
@@ -46,17 +51,32 @@ def method_problems(config: RunConfig) -> list[str]:
     return []
 
 
-def validate_config(data: dict) -> RunConfig:
-    """A RunConfig from plain data; ConfigError with one line per problem otherwise."""
+def validate_config(data: dict, folder: str | Path | None = None) -> RunConfig:
+    """A RunConfig from plain data; ConfigError with one line per problem otherwise. Relative paths in it
+    (`imports`, data files) start from `folder`: the config file's, else the current folder."""
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    folder = Path(folder or Path.cwd()).resolve()
+    import_user_code(data.get("imports"), folder)
     try:
-        config = RunConfig.model_validate(data, context={RESOLVER: resolve_section})
+        config = RunConfig.model_validate(data, context={RESOLVER: resolve_section, FOLDER: folder})
     except ValidationError as error:
         raise ConfigError(format_errors(error, data)) from None
     if problems := method_problems(config):
         raise ConfigError("\n".join(problems))
-    return config
+    return with_sources(config)
+
+
+def named_entries(config: RunConfig) -> list:
+    """The registry entries a config names: data, student, teacher model, method."""
+    models = [config.student] + ([config.teacher.model] if config.teacher else [])
+    return [DATASETS.get(config.data.name), *(MODELS.get(m.name) for m in models), METHODS.get(config.method.name)]
+
+
+def with_sources(config: RunConfig) -> RunConfig:
+    """The config with the file or module of every entry it names in `imports` (once, after those listed)."""
+    sources = missing_sources(named_entries(config), config.imports)
+    return config.model_copy(update={"imports": [*config.imports, *sources]}) if sources else config
 
 
 _NAMED_SECTIONS = {"data": "data", "student": "model", "teacher.model": "model", "method": "method"}
@@ -120,7 +140,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return validate_config(apply_overrides(data, list(overrides)))
+    return validate_config(apply_overrides(data, list(overrides)), folder=path.resolve().parent)
 
 
 def config_from(value: RunConfig | dict | str | Path, overrides: list[str] = ()) -> RunConfig:
