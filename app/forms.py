@@ -1,7 +1,8 @@
 """Widgets made from a params class's fields, schedule editors, and error messages placed by their fields.
 
-A field's widget is chosen by its type (a choice, a flag, a number, a list, a schedule) and its help
-text is the field's `description`, so a new method's params appear in the app with no app code.
+Each field is a `kdlib.controls.FieldControl` (a choice, a flag, a number, a list, a schedule, with the
+field's `description` as help), the same description the notebook widgets render, so a new method's
+params appear in the app with no app code.
 Values go into the config as plain data; `validate_config` judges them, and `FieldErrors` puts each
 `path: message` line under the widget of that path.
 """
@@ -9,18 +10,23 @@ Values go into the config as plain data; `validate_config` judges them, and `Fie
 from __future__ import annotations
 
 import math
-import types
-import typing
-from typing import Any, Literal
+from typing import Any
 
 import streamlit as st
-from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from kdlib.config import parse_yaml_text, yaml_text
-from kdlib.schedules import Schedule, schedule_curve
-
-KINDS = ["constant", "linear", "cosine", "step", "list"]
+from kdlib.controls import (
+    SCHEDULE_KINDS,
+    FieldControl,
+    field_control,
+    field_controls,
+    first_value,
+    parse_points,
+    points_text,
+    schedule_preview,
+    schedule_start,
+)
 
 
 class FieldErrors:
@@ -57,33 +63,25 @@ def _longest_prefix(path: str, paths: dict) -> str | None:
     return None
 
 
-def is_schedulable(info: FieldInfo) -> bool:
-    return bool((info.json_schema_extra or {}).get("schedulable"))
-
-
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else annotation), True
-    return annotation, False
-
-
 def _step(value: float) -> float:
     return float(10 ** (math.floor(math.log10(abs(value))) - 1)) if value else 0.1
 
 
 def field_widget(label: str, info: FieldInfo, value: Any, key: str) -> Any:
     """One widget for one field, starting at `value`; returns what the user set, as plain data."""
-    annotation, optional = _unwrap_optional(info.annotation)
-    help_text = info.description
-    if typing.get_origin(annotation) is Literal:
-        options = list(typing.get_args(annotation))
+    return control_widget(field_control(label, info), value, key)
+
+
+def control_widget(control: FieldControl, value: Any, key: str) -> Any:
+    """The widget of a `FieldControl` (any kind but schedule), starting at `value`."""
+    label, help_text = control.label, control.help
+    if control.kind == "choice":
+        options = list(control.choices)
         return st.selectbox(
             label, options, index=options.index(value) if value in options else 0, key=key, help=help_text
         )
-    if annotation is bool:
-        if optional:
+    if control.kind == "boolean":
+        if control.optional:
             options = [None, True, False]
             return st.selectbox(
                 label,
@@ -94,40 +92,19 @@ def field_widget(label: str, info: FieldInfo, value: Any, key: str) -> Any:
                 help=help_text,
             )
         return st.checkbox(label, value=bool(value), key=key, help=help_text)
-    if annotation is int and isinstance(value, int | None):
+    if control.kind == "integer" and isinstance(value, int | None):
         return st.number_input(label, value=value, step=1, key=key, help=help_text, placeholder="none")
-    if annotation is float and isinstance(value, int | float | None):
+    if control.kind == "number" and isinstance(value, int | float | None):
         value = None if value is None else float(value)
         return st.number_input(
             label, value=value, step=_step(value or 0.0), format="%g", key=key, help=help_text, placeholder="none"
         )
-    if annotation is str:
+    if control.kind == "text":
         text = st.text_input(label, value=value or "", key=key, help=help_text)
-        return None if optional and not text.strip() else text
-    try:  # a nested section (e.g. RCO's anchors) is shown as the YAML of its plain data
-        value = TypeAdapter(info.annotation).dump_python(value, mode="json")
-    except (ValidationError, TypeError, ValueError):
-        pass
-    text = st.text_input(label, value=yaml_text(value), key=key, help=f"{help_text or ''} ({_yaml_hint(annotation)})")
-    return None if optional and not text.strip() else parse_yaml_text(text)
-
-
-def _yaml_hint(annotation: Any) -> str:
-    """How to type a value: the kinds of a union of sections, else a list example."""
-    kinds = [
-        typing.get_args(a.model_fields["kind"].annotation)[0]
-        for a in _flat_union(annotation)
-        if isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields
-    ]
-    return f"YAML; kind: {', '.join(kinds)}" if kinds else "YAML, e.g. 32, 32"
-
-
-def _flat_union(annotation: Any) -> list:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [a for arg in typing.get_args(annotation) for a in _flat_union(arg)]
-    return [annotation]
+        return None if control.optional and not text.strip() else text
+    hint = control.hint or "YAML"  # a list or a section (e.g. RCO's anchors): the YAML of its plain data
+    text = st.text_input(label, value=yaml_text(control.plain(value)), key=key, help=f"{help_text or ''} ({hint})")
+    return None if control.optional and not text.strip() else parse_yaml_text(text)
 
 
 def params_widgets(
@@ -148,55 +125,37 @@ def params_widgets(
     get a schedule editor across the width, and their curves come back for the preview.
     """
     values, curves, grid = {}, {}, []
-    for name, info in params.model_fields.items():
-        if name == "name" or (names is not None and name not in names):
+    for control in field_controls(params):
+        name = control.name
+        if names is not None and name not in names:
             continue
         path = f"{section}.{name}"
-        start = defaults.get(path, info.get_default(call_default_factory=True))
-        if is_schedulable(info):
-            values[name], curve = schedule_editor(name, info, start, f"{key}.{name}", epochs)
+        start = defaults.get(path, control.default)
+        if control.kind == "schedule":
+            values[name], curve = schedule_editor(control, start, f"{key}.{name}", epochs)
             if curve is not None:
                 curves[name] = curve
             errors.slot(path)
             continue
         grid = grid or list(st.columns(columns))
         with grid.pop(0):
-            values[name] = field_widget(name, info, start, f"{key}.{name}")
+            values[name] = control_widget(control, start, f"{key}.{name}")
             errors.slot(path)
     return values, curves
 
 
-def _schedule_start(value: Any) -> dict:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return {"kind": "constant", "value": float(value)}
-    if isinstance(value, list):
-        return {"kind": "list", "points": value}
-    return dict(value) if isinstance(value, dict) and value.get("kind") in KINDS else {"kind": "constant", "value": 1.0}
-
-
-def _first_value(schedule: dict) -> float:
-    if schedule["kind"] == "list":
-        return float(schedule["points"][0][1]) if schedule.get("points") else 1.0
-    return float(schedule.get("value", schedule.get("start", 1.0)))
-
-
-def _points_text(points: list) -> str:
-    return ", ".join(f"{int(e)}: {float(v):g}" for e, v in points)
-
-
-def _points(text: str) -> Any:
-    parsed = parse_yaml_text(f"{{{text}}}" if text.strip() and not text.strip().startswith(("[", "{")) else text)
-    return [[e, v] for e, v in parsed.items()] if isinstance(parsed, dict) else parsed
-
-
-def schedule_editor(label: str, info: FieldInfo, value: Any, key: str, epochs: int) -> tuple[Any, list[float] | None]:
+def schedule_editor(control: FieldControl, value: Any, key: str, epochs: int) -> tuple[Any, list[float] | None]:
     """Kind and numbers of a schedulable coefficient; returns its config value and its curve over `epochs`."""
-    start = _schedule_start(value)
-    first = _first_value(start)
-    st.markdown(f"**{label}**", help=info.description)
+    start = schedule_start(value)
+    first = first_value(start)
+    st.markdown(f"**{control.label}**", help=control.help)
     cols = st.columns([2.2, 1.2, 1, 1, 1])
     kind = cols[0].selectbox(
-        "schedule", KINDS, index=KINDS.index(start["kind"]), key=f"{key}.kind", help="how the value moves over epochs"
+        "schedule",
+        SCHEDULE_KINDS,
+        index=SCHEDULE_KINDS.index(start["kind"]),
+        key=f"{key}.kind",
+        help="how the value moves over epochs",
     )
     same = start if start["kind"] == kind else {}
     k = f"{key}.{kind}"
@@ -235,18 +194,9 @@ def schedule_editor(label: str, info: FieldInfo, value: Any, key: str, epochs: i
     else:
         text = cols[1].text_input(
             "epoch: value, ...",
-            value=_points_text(same.get("points", [[0, first]])),
+            value=points_text(same.get("points", [[0, first]])),
             key=f"{k}.p",
             help="each value holds from its epoch until the next one, e.g. 0: 8, 10: 4, 20: 1",
         )
-        out = {"kind": "list", "points": _points(text)}
-    return out, _curve(out, epochs)
-
-
-def _curve(value: Any, epochs: int) -> list[float] | None:
-    """The schedule's values over the epochs, bounds aside (so an out-of-range schedule is shown, then refused)."""
-    try:
-        schedule = value if isinstance(value, float) else TypeAdapter(Schedule).validate_python(value)
-        return schedule_curve(schedule, max(int(epochs), 1))
-    except (ValidationError, TypeError, ValueError):
-        return None
+        out = {"kind": "list", "points": parse_points(text)}
+    return out, schedule_preview(out, epochs)

@@ -1,4 +1,5 @@
-"""Analysis that is not part of a loss: evaluation of a split, calibration.
+"""Analysis that is not part of a loss: evaluation of a split, calibration, the gradient probe, and the
+per-sample values these record beside a method's own (`EVALUATION_VALUES`, `PROBE_VALUES`).
 
 ECE follows Guo et al. (2017): equal-width confidence bins (m-1)/M < c <= m/M, empty bins skipped,
 ECE = sum_m |B_m|/n * |acc(B_m) - conf(B_m)|; checked against PS-KD's `utils/metric.py`, which uses
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlib.data.base import Split
+from kdlib.methods.base import Value
 
 
 def calibration_sums(confidence: Tensor, correct: Tensor, num_bins: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -83,6 +85,14 @@ def predict_splits(model: nn.Module, splits: list[Split], batch_size: int, devic
             logits.append(torch.cat(outputs))
     model.train(was_training)
     return logits
+
+
+# What `evaluate` records per sample of an evaluation split (val, test).
+EVALUATION_VALUES = {
+    "p_true": Value("p(true class)", "the model's probability of the true class, evaluated after the epoch"),
+    "predicted": Value("predicted class", "the class the model ranks first"),
+    "confidence": Value("confidence (top class)", "the probability of the class the model ranks first"),
+}
 
 
 def evaluate(logits: Tensor, labels: Tensor, ece_bins: int, with_probs: bool = False
@@ -157,6 +167,21 @@ def bias_variance(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     bias = -(mean_log[rows, labels] - log_z)
     loss = -log_probs[:, rows, labels].mean(0)
     return pd.DataFrame({"bias": bias, "variance": -log_z, "loss": loss}).rename_axis("index")
+
+
+# What the gradient probe (`logit_gradient_stats`) records per training sample, whatever the method.
+PROBE_VALUES = {
+    "logit_grad_norm": Value(
+        "gradient norm at the logits", "||d loss_i / d z_i||: how hard the step pushes the sample"
+    ),
+    "logit_grad_ratio": Value(
+        "gradient norm / CE's", "the gradient's norm at the logits as a share of plain cross-entropy's, ||p - e_y||"
+    ),
+    "logit_grad_ratio_true": Value(
+        "true-class gradient / CE's",
+        "the true-class logit's gradient as a share of cross-entropy's, p_y - 1 (PS-KD's w_gt, measured)",
+    ),
+}
 
 
 def logit_gradient_stats(logits: Tensor, grad: Tensor, labels: Tensor, ce_grad: Tensor | None = None

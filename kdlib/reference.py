@@ -24,6 +24,7 @@ from kdlib.config import (
     TeacherCacheSection,
     TeacherSection,
 )
+from kdlib.schedules import is_schedulable
 
 
 def _type_name(annotation) -> str:
@@ -70,9 +71,7 @@ def fields_table(model: type[BaseModel], skip: tuple[str, ...] = ("name",)) -> l
         if name in skip:
             continue
         meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        schedulable = any((getattr(m, "json_schema_extra", None) or {}).get("schedulable") for m in field.metadata) or \
-            (field.json_schema_extra or {}).get("schedulable")
-        kind = "number or schedule" if schedulable else _type_name(field.annotation)
+        kind = "number or schedule" if is_schedulable(field) else _type_name(field.annotation)
         lines.append(f"| `{name}` | {kind} | {_default(field)} | {meaning} |")
     return lines
 

@@ -20,6 +20,7 @@ import math
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic.fields import FieldInfo
 
 from kdlib.spec import Section
 
@@ -128,9 +129,16 @@ def Schedulable(gt: float | None = None, ge: float | None = None, le: float | No
                 raise ValueError(f"every value must be {bounds}; this schedule reaches {v}")
         return schedule
 
-    return Annotated[
-        Schedule, BeforeValidator(_coerce), AfterValidator(check), Field(json_schema_extra={"schedulable": True})
-    ]
+    # The bounds are recorded beside the flag for the forms (`kdlib.controls`): they hold for a schedule's
+    # values, not for the schedule object, so they cannot be pydantic's own constraints.
+    bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("le", le)) if v is not None}
+    extra = {"schedulable": True, "bounds": bounds}
+    return Annotated[Schedule, BeforeValidator(_coerce), AfterValidator(check), Field(json_schema_extra=extra)]
+
+
+def is_schedulable(info: FieldInfo) -> bool:
+    """Whether a config field is `Schedulable`: a number or a schedule."""
+    return bool((info.json_schema_extra or {}).get("schedulable"))
 
 
 def as_schedule(value: float | Schedule) -> Schedule:

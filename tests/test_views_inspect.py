@@ -8,10 +8,12 @@ import pytest
 
 from kdlib.data import load_data
 from kdlib.events import EpochEnded, RunEnded, StepLogged
+from kdlib.methods import Value
 from kdlib.runner import execute
 from kdlib.store import RunStore, StoreSink
 from kdlib.validation import validate_config
 from kdlib.views import (
+    declared_keys,
     domain_confidence,
     has_route,
     head_probabilities,
@@ -20,6 +22,7 @@ from kdlib.views import (
     pskd_rescaling,
     regularization_flags,
     rescaling_summary,
+    run_values,
     runs_with,
     sample_input,
     sample_probabilities,
@@ -27,6 +30,8 @@ from kdlib.views import (
     sample_views,
     search_weights,
     sibling_runs,
+    trajectory_keys,
+    value_label,
     wsl_weight,
 )
 from tests.conftest import tiny_config
@@ -41,9 +46,9 @@ def wsl_run(tmp_path_factory):
     return store, run_id
 
 
-def written_run(tiny, per_sample=lambda epoch: {}, search=()) -> tuple[RunStore, str]:
+def written_run(tiny, per_sample=lambda epoch: {}, search=(), **config) -> tuple[RunStore, str]:
     store = RunStore()
-    run_id = store.create_run(tiny())
+    run_id = store.create_run(tiny(**config))
     sink = StoreSink(store, run_id)
     for step, scalars in enumerate(search):
         sink.emit(StepLogged(-1, step, scalars))
@@ -61,6 +66,35 @@ def test_the_closed_forms_match_methods_md():
     assert wsl_weight(np.exp(-0.407606), np.exp(-1.407606)) == pytest.approx(0.251418, abs=1e-5)
     assert wsl_weight(0.5, 0.5) == pytest.approx(1 - np.exp(-1), abs=1e-6)  # teacher = student
     assert wsl_weight(0.5, 1 - 1e-9) == pytest.approx(1.0, abs=1e-6)  # a sure teacher: full weight
+
+
+def test_a_run_offers_the_values_its_method_declares(tiny):
+    def arrays(epoch):
+        return {
+            "train.mystery": np.array([0.1, 0.2]),
+            "train.logit_grad_ratio_true": np.array([1.0, 0.5]),
+            "train.weight": np.array([0.3, 0.9]),
+            "train.probs": np.full((2, 2), 0.5),
+            "test.label": np.array([0, 1]),
+            "test.predicted": np.array([0, 0]),
+            "test.p_true": np.array([0.6, 0.4]),
+        }
+
+    store, wsl = written_run(tiny, arrays, method={"name": "wsl"})
+    assert trajectory_keys(store, wsl) == ["weight", "logit_grad_ratio_true"]  # the method's, then the probe's
+    assert trajectory_keys(store, wsl, "test") == ["p_true", "predicted"]  # the evaluation's, in its order
+    assert list(sample_trajectories(store, wsl, 1)) == ["weight", "logit_grad_ratio_true"]
+    values = run_values(store, wsl)
+    assert value_label(values, "weight") == "WSL weight" and value_label(values, "mystery") == "mystery"
+    _, kd = written_run(tiny, arrays)
+    assert trajectory_keys(store, kd) == ["logit_grad_ratio_true"]  # KD declares no weight
+
+
+def test_declared_patterns_offer_every_key_they_hold():
+    values = {"p_true_student": Value("p(true) student", ""), "p_true_head{n}": Value("p(true) head {n}", "")}
+    present = ["p_true_head2", "other", "p_true_student", "p_true_head1"]
+    assert declared_keys(values, present) == ["p_true_student", "p_true_head2", "p_true_head1"]
+    assert value_label(values, "p_true_head2") == "p(true) head 2"
 
 
 def test_sample_views_follow_the_stored_keys():

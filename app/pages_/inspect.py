@@ -12,11 +12,14 @@ from kdlib.views import (
     LoadedRun,
     regularization_flags,
     rescaling_summary,
+    run_values,
     sample_input,
     sample_probabilities,
     sample_trajectories,
     sample_views,
     sibling_runs,
+    trajectory_keys,
+    value_label,
 )
 
 VIEWS = {
@@ -26,6 +29,13 @@ VIEWS = {
     "calibration": "Calibration",
 }
 SPLITS = {"rescaling": "train", "weights": "train", "bias_variance": "test", "calibration": "test"}
+# The values each view is about: followed over the epochs at first; any other value the run offers can be added.
+FOLLOWED = {
+    "rescaling": ("p_true_student", "prev_p_true", "grad_scale_true", "logit_grad_ratio_true"),
+    "weights": ("p_true_student", "p_true_teacher", "weight"),
+    "bias_variance": ("p_true", "confidence"),
+    "calibration": ("p_true", "confidence"),
+}
 
 
 @st.cache_data(show_spinner="asking the teacher about every test sample ...", max_entries=8)
@@ -140,18 +150,36 @@ def calibration(run: LoadedRun, epoch: int, sample: int) -> None:
     with right:
         if {"confidence", "p_true"} <= set(samples.columns):
             correct = samples.assign(correct=(samples.predicted == samples.label).astype(float))
-            labels = {"confidence": "confidence (top class)", "p_true": "p(true class)", "correct": "correct"}
+            values = run_values(run.store, run.run_id)
+            labels = {k: value_label(values, k) for k in ("confidence", "p_true")} | {"correct": "correct"}
             figure = viz.per_sample_scatter_figure(correct, "confidence", "p_true", "correct", sample, "", labels)
             chart(figure, "calibration")
 
 
-def one_sample(run: LoadedRun, epoch: int, split: str, sample: int) -> None:
+def trajectory_choice(run: LoadedRun, view: str, split: str, values: dict) -> list[str]:
+    """The values to follow over the epochs, by their labels: any the run declares and the split holds; at
+    first those the view is about."""
+    offered = trajectory_keys(run.store, run.run_id, split)
+    return st.multiselect(
+        "values over the epochs",
+        offered,
+        default=[k for k in offered if k in FOLLOWED[view]] or offered[:1],
+        format_func=lambda k: value_label(values, k),
+        key=f"inspect-values-{run.run_id}-{view}",
+        help="what the run records per sample (the method's values, the gradient probe's, the evaluation's)",
+    )
+
+
+def one_sample(run: LoadedRun, view: str, epoch: int, split: str, sample: int) -> None:
     """The sample's values over the epochs, its input, and the teacher's and student's top classes."""
     config = run.config
-    series = sample_trajectories(run.store, run.run_id, sample, split)
+    values = run_values(run.store, run.run_id)
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(viz.trajectory_figure(series, "over the epochs", epoch=epoch), key="inspect-trajectory")
+        chosen = trajectory_choice(run, view, split, values)
+        series = sample_trajectories(run.store, run.run_id, sample, split, chosen)
+        labelled = {value_label(values, k): v for k, v in series.items()}
+        st.plotly_chart(viz.trajectory_figure(labelled, "over the epochs", epoch=epoch), key="inspect-trajectory")
     try:
         data = dataset(config.data.name, config.data.model_dump_json())
     except Exception as error:  # noqa: BLE001 - files of a downloaded set may be gone; the rest still shows
@@ -172,10 +200,11 @@ def one_sample(run: LoadedRun, epoch: int, split: str, sample: int) -> None:
             st.plotly_chart(
                 viz.top_classes_figure(probs, names, title=f"top classes, epoch {epoch}"), key="inspect-top"
             )
-        stored = run.samples(epoch, split).loc[sample]
-        known = {k: stored[k] for k in ("p_true_student", "p_true_teacher", "p_true") if k in stored}
+        row = run.samples(epoch, split).loc[sample]
+        known = {k: row[k] for k in ("p_true_student", "p_true_teacher", "p_true") if k in row}
         if known:
-            st.caption("Stored at this epoch: " + ", ".join(f"{k} = {v:.3f}" for k, v in known.items()))
+            shown = ", ".join(f"{value_label(values, k)} = {v:.3f}" for k, v in known.items())
+            st.caption(f"Stored at this epoch: {shown}")
 
 
 store = open_store()
@@ -225,7 +254,7 @@ else:
 
 st.subheader(f"Sample {sample} of the {split} split")
 try:
-    one_sample(run, epoch, split, sample)
+    one_sample(run, view, epoch, split, sample)
 except Exception as error:  # noqa: BLE001 - a view of one sample must not take the page down
     st.warning(f"This sample's details could not be shown: {error}")
 cols = st.columns(3)

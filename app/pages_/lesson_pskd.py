@@ -8,7 +8,7 @@ import streamlit as st
 from app.common import float_param, link, run_label, train_button
 from app.common import store as open_store
 from kdlib import viz
-from kdlib.views import LoadedRun, pskd_rescaling, rescaling_summary, runs_with
+from kdlib.views import LoadedRun, pskd_rescaling, pskd_target_true, rescaling_summary, runs_with
 
 store = open_store()
 st.title("Progressive self-targets and gradient rescaling (PS-KD)")
@@ -43,7 +43,7 @@ with left:
     st.plotly_chart(viz.pskd_rescaling_curve_figure(grid, curves, (now, w_gt)), key="pskd-curve")
 with right:
     st.metric("w_gt", f"{w_gt:.3f}")
-    st.metric("target q_g", f"{1 - alpha * (1 - prev):.3f}")
+    st.metric("target q_g", f"{pskd_target_true(alpha, prev):.3f}")
     st.caption("pushed down: the model is above its target" if w_gt < 0 else f"{w_gt:.0%} of cross-entropy's gradient")
 
 st.subheader("On a real run")

@@ -18,6 +18,7 @@ trains), `on_epoch_start` (RCO's anchor switch, PS-KD's buffer), `prepare` (DFA'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from kdlib.data.base import Batch, Split
 from kdlib.registry import Registry
-from kdlib.schedules import as_schedule
+from kdlib.schedules import as_schedule, is_schedulable
 from kdlib.spec import Spec
 
 TeacherLogits = Callable[[Batch], Tensor]  # a frozen teacher's float32 logits of a batch, without gradient
@@ -66,6 +67,45 @@ COMMON_VALUES = {
 
 def common_values(*names: str) -> dict[str, Value]:
     return {name: COMMON_VALUES[name] for name in names}
+
+
+_HOLE = re.compile(r"\{(\w+)\}")  # a placeholder in a declared name: "p_true_head{n}"
+_FILL = re.compile(r"\{(\w+)([+-]\d+)?\}")  # one in a label or meaning, maybe with an offset: "{n+1}"
+
+
+def describe_value(values: dict[str, Value], key: str) -> Value | None:
+    """The declared `Value` of a stored per-sample key: an exact name first, then a name with a
+    placeholder (`p_true_head{n}` holds `p_true_head2`), whose label and meaning get the matched
+    text (`{n}` -> 2, `{n+1}` -> 3). None when nothing declares the key."""
+    if key in values:
+        return values[key]
+    for name, value in values.items():
+        match = _pattern(name).fullmatch(key) if _HOLE.search(name) else None
+        if match:
+            return Value(_fill(value.label, match), _fill(value.meaning, match))
+    return None
+
+
+def _pattern(name: str) -> re.Pattern:
+    r"""`p_true_head{n}` -> `p_true_head(?P<n>\w+)`; a placeholder used twice must match the same text."""
+    seen: set[str] = set()
+
+    def hole(m: re.Match) -> str:
+        again = m[1] in seen
+        seen.add(m[1])
+        return f"(?P={m[1]})" if again else rf"(?P<{m[1]}>\w+)"
+
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", hole, re.escape(name)))
+
+
+def _fill(text: str, match: re.Match) -> str:
+    def one(m: re.Match) -> str:
+        found = match.groupdict().get(m[1])
+        if found is None or (m[2] and not found.isdigit()):
+            return m[0]
+        return str(int(found) + int(m[2])) if m[2] else found
+
+    return _FILL.sub(one, text)
 
 
 @dataclass
@@ -152,7 +192,7 @@ class Distiller:
         return {
             name: self.coefficient(name)
             for name, info in type(self.params).model_fields.items()
-            if (info.json_schema_extra or {}).get("schedulable")
+            if is_schedulable(info)
         }
 
     def on_epoch_start(self, epoch: int) -> None:

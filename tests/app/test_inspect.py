@@ -8,12 +8,18 @@ import pytest
 from app.common import clicked_sample
 from kdlib.runner import execute
 from kdlib.store import RunStore
-from kdlib.views import load_run
+from kdlib.views import load_run, run_values, value_label
 from tests.app.conftest import figures, open_page
 
 
 def names(figure: dict) -> list[str]:
     return [trace.get("name") for trace in figure["data"]]
+
+
+def labels(store, run_id: str, *keys: str) -> set[str]:
+    """How the page names these per-sample keys: their declared labels."""
+    values = run_values(store, run_id)
+    return {value_label(values, k) for k in keys}
 
 
 def test_an_empty_store_points_to_train():
@@ -33,7 +39,8 @@ def test_pskd_rescaling_against_difficulty_and_one_sample_over_the_epochs(method
     assert np.allclose(rescaling["data"][0]["x"], 1 - samples.prev_p_true, atol=1e-3)
     assert np.allclose(rescaling["data"][0]["y"], samples.grad_scale_true, atol=1e-3)
     assert rescaling["data"][1]["name"] == "sample 7"
-    assert {"p_true_student", "prev_p_true", "grad_scale_true"} <= set(names(trajectory))
+    assert labels(store, runs["pskd"], "p_true_student", "prev_p_true", "grad_scale_true") <= set(names(trajectory))
+    assert "true-class gradient rescaling" in names(trajectory)  # a label, not the key grad_scale_true
     assert trajectory["data"][0]["x"] == [0, 1, 2]
     assert names(point)[-1] == "this sample" and len(point["data"][0]["x"]) == 280
     assert names(top) == ["student"]  # PS-KD has no teacher; the student's weights after epoch 3
@@ -51,7 +58,12 @@ def test_wsl_weights_with_the_share_of_regularization_samples(methods):
     samples = load_run(runs["wsl"], store.home).samples(1)
     assert np.allclose(weights["data"][0]["y"], samples.weight, atol=1e-3)
     assert app.metric[0].value == f"{samples.reg_sample.mean():.1%}"
-    assert names(top) == ["teacher", "student"] and "weight" in names(trajectory)
+    assert names(top) == ["teacher", "student"] and labels(store, runs["wsl"], "weight") <= set(names(trajectory))
+    chosen = app.multiselect(key=f"inspect-values-{runs['wsl']}-weights")
+    assert "WSL weight" in chosen.options and chosen.value == ["p_true_student", "p_true_teacher", "weight"]
+    assert {"loss", "CE student", "true-class gradient / CE's"} <= set(chosen.options)  # offered, to add
+    chosen.set_value(["weight", "ce_student"]).run()
+    assert names(figures(app)[1]) == ["WSL weight", "CE student"]
 
 
 def test_any_other_method_shows_the_measured_gradient_ratio(methods):
@@ -70,7 +82,10 @@ def test_calibration_of_the_test_split_and_a_test_sample(methods):
     assert "ECE" in reliability["layout"]["title"]["text"]
     assert len(scatter["data"][0]["x"]) == 80
     assert app.number_input[0].value == 79  # clipped to the test split
-    assert {"p_true", "confidence"} <= set(names(trajectory))
+    assert {"p(true class)", "confidence (top class)"} <= set(names(trajectory))
+    assert scatter["layout"]["xaxis"]["title"]["text"] == "confidence (top class)"
+    chosen = app.multiselect(key=f"inspect-values-{runs['rco']}-calibration")
+    assert "predicted class" in chosen.options and chosen.value == ["p_true", "confidence"]
     assert app.query_params["split"] in ("test", ["test"])
     app.number_input[0].set_value(3).run()
     assert app.query_params["sample"] in ("3", ["3"]) and "Sample 3 of the test split" in app.subheader[0].value
