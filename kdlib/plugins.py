@@ -34,6 +34,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import threading
 import traceback
 import typing
 from collections.abc import Callable
@@ -236,6 +237,7 @@ def default_taps(model: nn.Module) -> dict[str, str]:
 # --- imports: files and modules a config names ------------------------------------------------------------
 
 _IMPORTED: dict[str, ModuleType] = {}  # resolved file path -> module, once per process
+_IMPORTING = threading.RLock()  # the app validates configs from several sessions' threads at once
 
 
 def import_user_code(imports: Any, folder: str | Path | None = None) -> None:
@@ -253,7 +255,11 @@ def import_user_code(imports: Any, folder: str | Path | None = None) -> None:
 def import_file(path: Path) -> ModuleType:
     """The module of a Python file, imported once per process (keyed by its resolved path). It is named by its
     stem when that name finds this file (so `import mine` elsewhere gives the same module), else by stem and hash."""
-    key = str(path.resolve())
+    with _IMPORTING:
+        return _import_file(path, str(path.resolve()))
+
+
+def _import_file(path: Path, key: str) -> ModuleType:
     if key in _IMPORTED:
         return _IMPORTED[key]
     if not path.is_file():
@@ -263,7 +269,7 @@ def import_file(path: Path) -> ModuleType:
     name = _module_name(path)
     module = sys.modules.get(name)
     if module is None:
-        spec = importlib.util.spec_from_file_location(name, path)
+        spec = importlib.util.spec_from_file_location(name, key)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
