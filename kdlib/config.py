@@ -18,12 +18,14 @@ path of the field and the closest valid names. `config.to_yaml()` writes a confi
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kdlib.spec import Named, Section, context_folder, is_file_import, local_path
 
@@ -38,19 +40,104 @@ MethodSpec = Named("method")
 
 
 class OptimizerSection(Section):
-    name: Literal["sgd", "adam", "adamw"] = Field("adam", description="the optimizer")
+    """kdlib's three short names with their defaults, or any torch.optim class by name with its arguments."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, validate_default=True)
+
+    name: str = Field(
+        "adam",
+        description="sgd, adam or adamw (the fields below are their arguments), or any torch.optim class by name "
+        "(SGD, RMSprop, Adagrad, NAdam, ...), whose keyword arguments may be written beside it",
+    )
     lr: float = Field(1e-3, gt=0, description="base learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    nesterov: bool = Field(False, description="Nesterov momentum (SGD)")
-    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (decoupled for adamw)")
+    momentum: float | None = Field(None, ge=0, lt=1, description="SGD momentum (null: 0.9 for sgd, torch's default for a class)")
+    nesterov: bool | None = Field(None, description="Nesterov momentum, SGD (null: off, or torch's default)")
+    weight_decay: float | None = Field(
+        None, ge=0, description="L2 weight decay, decoupled for adamw (null: 0 for the short names, torch's default for a class)"
+    )
+
+    @model_validator(mode="after")
+    def _torch_arguments(self) -> OptimizerSection:
+        check_arguments("torch.optim", self.name, self.torch_arguments(), SHORT_OPTIMIZERS, self.model_extra)
+        return self
+
+    def torch_arguments(self) -> dict[str, Any]:
+        """A torch class's keyword arguments: lr, the fields given a value, and the extra keys."""
+        given = {k: v for k in ("momentum", "nesterov", "weight_decay") if (v := getattr(self, k)) is not None}
+        return {"lr": self.lr, **given, **(self.model_extra or {})}
 
 
 class LRScheduleSection(Section):
-    name: Literal["constant", "cosine", "step"] = Field("cosine", description="decay of the learning rate over steps")
-    warmup_epochs: float = Field(0.0, ge=0, description="epochs of linear warm-up from 0 to the base rate")
-    milestones: list[int] = Field(default_factory=list, description="step: epochs at which lr is multiplied by gamma")
-    gamma: float = Field(0.1, gt=0, description="step: factor at each milestone")
+    """kdlib's per-step schedules by short name, or any torch.optim.lr_scheduler class by name with its arguments."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, validate_default=True)
+
+    name: str = Field(
+        "cosine",
+        description="constant, cosine or step (kdlib's: the learning rate set every step, after warm-up), or any "
+        "torch.optim.lr_scheduler class by name (MultiStepLR, CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau, "
+        "...), whose keyword arguments may be written beside it",
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="epochs of linear warm-up from 0 to the base rate (short names)")
+    milestones: list[int] | None = Field(None, description="step (or MultiStepLR): epochs at which lr is multiplied by gamma")
+    gamma: float | None = Field(None, gt=0, description="step: factor at each milestone (null: 0.1, or torch's default)")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine: final lr as a share of the base lr")
+    interval: Literal["epoch", "step"] = Field(
+        "epoch", description="a torch scheduler: step it after every epoch (MultiStepLR, ...) or every step (OneCycleLR)"
+    )
+    monitor: str = Field("val.nll", description="ReduceLROnPlateau: the epoch scalar it watches")
+
+    @model_validator(mode="after")
+    def _torch_arguments(self) -> LRScheduleSection:
+        if self.name not in SHORT_LR_SCHEDULES and self.warmup_epochs:
+            raise ValueError(f"warmup_epochs: kdlib's warm-up goes with {', '.join(SHORT_LR_SCHEDULES)}; with "
+                             f"{self.name}, leave it at 0 (or use torch's LinearLR)")
+        check_arguments("torch.optim.lr_scheduler", self.name, self.torch_arguments(), SHORT_LR_SCHEDULES,
+                        self.model_extra)
+        return self
+
+    def torch_arguments(self) -> dict[str, Any]:
+        """A torch scheduler's keyword arguments: the fields given a value, and the extra keys."""
+        given = {k: v for k in ("milestones", "gamma") if (v := getattr(self, k)) is not None}
+        return {**given, **(self.model_extra or {})}
+
+
+SHORT_OPTIMIZERS = ("sgd", "adam", "adamw")
+SHORT_LR_SCHEDULES = ("constant", "cosine", "step")
+_GIVEN_BY_KDLIB = {"params", "optimizer", "self"}  # a torch class's arguments that kdlib passes itself
+
+
+def check_arguments(module_name: str, name: str, arguments: dict[str, Any], short: tuple[str, ...],
+                    extra: dict[str, Any] | None) -> None:
+    """A short name takes its fields only; any other name must be a class of `module_name` whose constructor
+    takes every argument. Refused keys are reported at their own path, with the closest valid names."""
+    import importlib
+    import inspect
+
+    if name in short:
+        if extra:
+            key = next(iter(extra))
+            raise ValidationError.from_exception_data("arguments", [InitErrorDetails(
+                type="extra_forbidden", loc=(key,), input=extra[key])])
+        return
+    module = importlib.import_module(module_name)  # torch, only for a config that names a torch class
+    kind = getattr(module, name, None)
+    if not isinstance(kind, type) or name.startswith("_"):
+        classes = sorted(n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_"))
+        close = difflib.get_close_matches(name, [*short, *classes], n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"one of {', '.join(short)} or a class of {module_name}"
+        _refuse("name", name, f"{name!r} is not {' or '.join(short)} nor a class of {module_name}; {hint}")
+    accepted = set(inspect.signature(kind.__init__).parameters) - _GIVEN_BY_KDLIB
+    for key, value in arguments.items():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(sorted(accepted))}"
+            _refuse(key, value, f"not an argument of {module_name}.{name}; {hint}")
+
+
+def _refuse(key: str, value: Any, message: str) -> None:
+    error = InitErrorDetails(type=PydanticCustomError("argument", message), loc=(key,), input=value)
+    raise ValidationError.from_exception_data("arguments", [error])
 
 
 class RouteSection(Section):

@@ -31,7 +31,7 @@ from kdlib.distributed import SINGLE, Processes
 from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
-from kdlib.optim import amp_settings, lr_factor, make_optimizer
+from kdlib.optim import amp_settings, lr_factor, make_lr_scheduler, make_optimizer
 from kdlib.probes import RouteProbe
 from kdlib.recording import ColumnTable, GradientProbe, NonFiniteLoss, epoch_record, logged_loss
 from kdlib.teacher_cache import attach_teacher
@@ -191,6 +191,11 @@ class Training:
         self.distiller = method(config.method, student, teacher_model, context)
         self.trainable = list(student.parameters()) + self.distiller.extra_parameters()
         self.optimizer = make_optimizer(config.optimizer, self.trainable)
+        self.lr_scheduler = make_lr_scheduler(config.lr_schedule, self.optimizer)  # None: kdlib's, set each step
+        self.plateau = isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if self.plateau and processes.active:
+            raise ValueError("lr_schedule.name: ReduceLROnPlateau reads an epoch scalar that only the first process "
+                             "works out; use another schedule under torchrun")
         self.steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
         self.lr_at = partial(lr_factor, config.lr_schedule, config.epochs, self.steps_per_epoch)
         amp_dtype, self.needs_scaler = amp_settings(config, device)
@@ -217,6 +222,8 @@ class Training:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             self.distiller.load_state_dict(state["distiller"])
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             return state["epoch"] + 1
         if 0 in self.route_epochs and self.processes.is_main:
             save_route_checkpoint(self.student, self.run_dir, 0)
@@ -267,7 +274,7 @@ class Training:
         for i, batch in enumerate(own_rows):
             if self.batches_move:
                 batch = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
-            if (factor := self.lr_at(self.step)) != self.lr_set:
+            if self.lr_scheduler is None and (factor := self.lr_at(self.step)) != self.lr_set:
                 for group, base_lr in zip(optimizer.param_groups, self.base_lrs, strict=True):
                     group["lr"] = base_lr * factor
                 self.lr_set = factor
@@ -284,6 +291,8 @@ class Training:
             if processes.active:
                 processes.share_gradients(self.trainable, self.batch_shares[i])
             self._optimizer_step()
+            if self.lr_scheduler is not None and self.config.lr_schedule.interval == "step":
+                self.lr_scheduler.step()
             if len(batch):
                 per_step.write(i, {"loss": out.loss, **out.terms})
                 per_sample.write(batch.index, out.per_sample)  # whatever the probes: epoch terms may come from them
@@ -322,6 +331,7 @@ class Training:
         self.distiller.merge_across_processes(processes)
         processes.broadcast_module(self.student, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
         if not processes.is_main:
+            self._epoch_scheduler_step({})
             return
         train_terms = dict(zip((f"train.{k}" for k in per_step_columns), terms.tolist(), strict=True))
         values = per_sample.columns() | probe.per_sample(data.train.targets)
@@ -329,6 +339,7 @@ class Training:
                                        self.device, epoch, self.route_probe)
         scalars = train_terms | scalars | {"lr": self.optimizer.param_groups[0]["lr"]}
         emit(EpochEnded(epoch, self.step, scalars, arrays))
+        self._epoch_scheduler_step(scalars)  # after the epoch's record (its lr), before its checkpoint
         if epoch + 1 in self.route_epochs:
             save_route_checkpoint(self.student, self.run_dir, epoch + 1)
         state = {
@@ -338,7 +349,22 @@ class Training:
             "scaler": self.scaler.state_dict(),
             "distiller": self.distiller.state_dict(),
         }
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
         checkpointer.save(epoch, state, self.checkpoint_path)
+
+    def _epoch_scheduler_step(self, scalars: dict[str, float]) -> None:
+        """A torch scheduler that steps per epoch; ReduceLROnPlateau with the epoch scalar it watches."""
+        if self.lr_scheduler is None or self.config.lr_schedule.interval != "epoch":
+            return
+        if not self.plateau:
+            self.lr_scheduler.step()
+            return
+        monitor = self.config.lr_schedule.monitor
+        if monitor not in scalars:
+            raise ValueError(f"lr_schedule.monitor: {monitor!r} is not an epoch scalar of this run; it has "
+                             f"{', '.join(sorted(scalars))}")
+        self.lr_scheduler.step(scalars[monitor])
 
 
 def _on(tensor: torch.Tensor, device: torch.device) -> bool:
