@@ -72,7 +72,7 @@ def imported_modules(stderr: str) -> set[str]:
     }
 
 
-def test_commands_that_read_the_store_import_no_torch(kdlib_home):
+def test_commands_over_the_store_import_no_torch(kdlib_home):
     from kdlib.store import RunStore
 
     run_id = stored_run(RunStore(kdlib_home))
@@ -84,6 +84,7 @@ def test_commands_that_read_the_store_import_no_torch(kdlib_home):
         ["show"],
         ["show", run_id[:-2], "--json"],
         ["study"],
+        ["rm", run_id],
     ):
         result = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "kdlib", *args], capture_output=True, text=True, timeout=120
