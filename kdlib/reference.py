@@ -7,7 +7,6 @@ that the two agree, so the reference cannot drift from the code.
 from __future__ import annotations
 
 import json
-import sys
 import types
 import typing
 
@@ -24,6 +23,7 @@ from kdlib.config import (
     TeacherCacheSection,
     TeacherSection,
 )
+from kdlib.registry import summary
 from kdlib.schedules import is_schedulable
 
 
@@ -81,7 +81,7 @@ def _registry_section(title: str, registry, intro: str) -> list[str]:
     for name, entry in registry.items():
         params = entry.Params
         own = [n for n in params.model_fields if n != "name"]
-        doc = (sys.modules[entry.__module__].__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = summary(entry)
         lines += [f"**`{name}`**" + (f": {doc}" if doc else ""), ""]
         lines += (fields_table(params) if own else ["(no parameters)"]) + [""]
     return lines

@@ -18,6 +18,7 @@ import difflib
 import importlib
 import inspect
 import pkgutil
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -170,3 +171,12 @@ def definition(entry: object) -> str:
     line = getattr(getattr(entry, "__code__", None), "co_firstlineno", None)
     at = f" ({where}{f':{line}' if line else ''})" if where else ""
     return f"{getattr(entry, '__module__', '?')}.{getattr(entry, '__qualname__', repr(entry))}{at}"
+
+
+def summary(entry: object) -> str:
+    """An entry's description in one paragraph: its own docstring's first paragraph (a user's function or
+    class), else its module's (a built-in method file opens with the paper and the equation)."""
+    own = vars(entry).get("__doc__") if isinstance(entry, type) else getattr(entry, "__doc__", None)
+    module = sys.modules.get(getattr(entry, "__module__", ""))
+    doc = inspect.cleandoc(own or (module.__doc__ if module else None) or "")
+    return " ".join(doc.split("\n\n")[0].split())

@@ -6,7 +6,6 @@ The form's state is the page's query parameters, named by config path (`method.t
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import streamlit as st
@@ -19,6 +18,7 @@ from kdlib.config import ConfigError, OptimizerSection, RunConfig, TrainingSecti
 from kdlib.data import DATASETS
 from kdlib.methods import METHODS
 from kdlib.models import MODELS
+from kdlib.registry import summary
 from kdlib.validation import validate_config
 
 # Starting points per dataset: models that suit its shape, and a recipe that trains in seconds to a minute on a CPU.
@@ -183,7 +183,7 @@ with right:
     st.subheader("Method")
     method_name = choice("method", METHODS.names(), "method", start, key, errors, help="the KD method")
     method = METHODS.get(method_name)
-    st.caption((inspect.getmodule(method).__doc__ or "").split("\n")[0])
+    st.caption(summary(method))
     method_values, curves = params_widgets(
         method.Params, "method", start, f"{key}:method.{method_name}", errors, epochs_for_preview
     )

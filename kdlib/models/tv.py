@@ -76,7 +76,8 @@ def _last_linear(model: nn.Module) -> str:
 
 @MODELS.register("torchvision")
 class TorchvisionModel(nn.Module):
-    """The torchvision model is `self.net`; 1-channel images are repeated to the 3 channels it expects."""
+    """Any torchvision classification model, its classifier replaced to output `num_classes` (the model is
+    `self.net`; 1-channel images are repeated to the 3 channels it expects)."""
 
     Params = Params
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import html
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from kdlib import viz
 from kdlib.config import ConfigError
 from kdlib.controls import field_controls, first_value, schedule_start
 from kdlib.methods import METHODS
+from kdlib.registry import summary
 from kdlib.runner import RunHandle, launch
 from kdlib.store import RunStore
 from kdlib.validation import config_from
@@ -183,7 +183,7 @@ class ControlPanel(W.VBox):
 
     def _method_changed(self, _=None) -> None:
         entry = METHODS.get(self.method.value)
-        self.method_doc.value = f"<i>{html.escape(_first_line(entry))}</i>"
+        self.method_doc.value = f"<i>{html.escape(summary(entry))}</i>"
         self.editors, self.fields = {}, {}
         for control in field_controls(entry.Params):
             if control.kind == "schedule":
@@ -211,10 +211,6 @@ class ControlPanel(W.VBox):
 
     def _schedule_changed(self, _=None) -> None:
         sync_figure(self.preview, viz.schedule_figure(self.curves()))
-
-
-def _first_line(entry) -> str:
-    return (sys.modules[entry.__module__].__doc__ or "").strip().split("\n")[0]
 
 
 class Panel(W.VBox):
