@@ -213,8 +213,8 @@ class ProbesSection(Section):
     grad_stats: bool = Field(
         True,
         description="record per sample the gradient at the student's logits and its ratio "
-        "to plain cross-entropy's (read after the backward pass, no extra pass; KD works it out in "
-        "closed form from its logits at the epoch's end); needs per_sample",
+        "to plain cross-entropy's (read from each step's own backward pass, for every method; no extra "
+        "pass); needs per_sample",
     )
     probs_every: int = Field(
         1,

@@ -78,8 +78,8 @@ def rescaling(run: LoadedRun, samples, sample: int) -> None:
     else:
         st.caption(
             "The gradient at the true-class logit as a share of plain cross-entropy's (1 = like CE): the one "
-            "the backward pass put there (KD works it out in closed form from the step's logits), against how "
-            "hard the sample was for the student at that step."
+            "the step's own backward pass put there, read the same way for every method, against how hard the "
+            "sample was for the student at that step."
         )
 
 
