@@ -11,6 +11,7 @@ weights are named for what they weigh and T^2 is kept whatever the weights.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
@@ -49,16 +50,15 @@ def kd_step(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temp
     """The KD loss of a batch, its terms and per-sample values; RCO and ProKT use it with other teachers."""
     teacher_logits = teacher_logits.detach()
     ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
+    ce_teacher = F.cross_entropy(teacher_logits.float(), labels, reduction="none")
     kl = softened_kl(student_logits, teacher_logits, temperature)
     per_sample_loss = w_ce * ce + w_kd * temperature**2 * kl
-    p_student = F.softmax(student_logits.detach().float(), dim=1)
-    p_teacher = F.softmax(teacher_logits.float(), dim=1)
-    true = labels[:, None]
+    p_true = torch.stack([ce.detach(), ce_teacher]).neg_().exp_()  # CE is -log p(true class)
     per_sample = {
         "loss_per_sample": per_sample_loss.detach(),
         "kl": kl.detach(),
-        "p_true_student": p_student.gather(1, true).squeeze(1),
-        "p_true_teacher": p_teacher.gather(1, true).squeeze(1),
+        "p_true_student": p_true[0],
+        "p_true_teacher": p_true[1],
     }
     terms = {"loss_ce": ce.mean().detach(), "loss_kd": kl.mean().detach() * temperature**2}
     return StepOutput(per_sample_loss.mean(), terms, per_sample)
