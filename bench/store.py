@@ -114,7 +114,7 @@ def drop_from_page_cache(folder: Path) -> None:
 def trajectory_by_files(store: RunStore, run_id: str, key: str, index: int) -> list[float]:
     """The read without the registry: list the epoch files, read each one's index, map it."""
     values = []
-    for path in sorted(store.samples_dir(run_id).glob("epoch_*.kda")):
+    for path in sorted(store.samples_dir(run_id).glob("epoch_*.safetensors")):
         found = {name: (dtype, shape, offset) for name, dtype, shape, offset in read_epoch_index(path)}
         dtype, shape, offset = found[f"train.{key}"]
         values.append(float(np.memmap(path, dtype, mode="r", offset=offset, shape=(int(shape.split(",")[0]),))[index]))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from safetensors.numpy import load_file
 
 from kdlib.events import EpochEnded, RunStarted, StepLogged
 from kdlib.store import RunStore, StoreSink, compact, read_epoch_index, write_epoch_file
+
+KDA_SAMPLES = Path(__file__).parent / "fixtures" / "kda_samples"  # epoch files of `arrays(0..3)` by kdlib 0.x's writer
 
 
 def arrays(epoch: int, n: int = 50, classes: int = 4) -> dict[str, np.ndarray]:
@@ -70,7 +75,7 @@ def test_truncate_forgets_folders_and_registry_rows_from_an_epoch_on(tiny):
     run_id = write_run(store, tiny)
     store.truncate(run_id, 2)
     assert store.per_sample_epochs(run_id) == [0, 1]
-    assert sorted(p.name for p in store.samples_dir(run_id).iterdir()) == ["epoch_0000.kda", "epoch_0001.kda"]
+    assert sorted(p.name for p in store.samples_dir(run_id).iterdir()) == ["epoch_0000.safetensors", "epoch_0001.safetensors"]
     assert list(store.epoch_metrics(run_id).index) == [0, 1]
     store.delete_run(run_id)
     assert store.per_sample_epochs(run_id) == []
@@ -172,25 +177,60 @@ def test_a_store_written_before_the_registry_and_metric_times_still_reads(kdlib_
     assert store.per_sample_epochs(run_id) == [0, 1, 2]
 
 
-def test_an_epoch_file_holds_any_arrays_and_says_where_each_is(tmp_path):
+def test_an_epoch_file_is_a_safetensors_file_that_says_where_each_array_is(tmp_path):
     written = {
         "train.kl": np.linspace(0, 1, 7, dtype=np.float16),
         "train.label": np.arange(7, dtype=np.int16),
         "test.probs": np.eye(3, dtype=np.float32),
         "test.empty": np.zeros(0, dtype=np.float16),
         "probe.flag": np.array([True, False, True]),
+        "probe.big": np.arange(3, dtype=">i8"),  # stored little-endian, as safetensors is
     }
-    layout = write_epoch_file(tmp_path / "epoch_0000.kda", written)
-    assert read_epoch_index(tmp_path / "epoch_0000.kda") == layout
-    raw = (tmp_path / "epoch_0000.kda").read_bytes()
+    path = tmp_path / "epoch_0000.safetensors"
+    layout = write_epoch_file(path, written)
+    assert read_epoch_index(path) == layout
+    opened = load_file(path)
+    assert sorted(opened) == sorted(written)
+    raw = path.read_bytes()
+    assert (8 + int.from_bytes(raw[:8], "little")) % 64 == 0  # the data start at a multiple of 64
     for name, dtype, shape, offset in layout:
-        assert offset % 64 == 0
         dims = tuple(int(n) for n in shape.split(",") if n)
+        assert offset % np.dtype(dtype).itemsize == 0  # each array aligned to its dtype
         values = np.frombuffer(raw, dtype, count=int(np.prod(dims)), offset=offset).reshape(dims)
-        assert values.dtype == written[name].dtype and np.array_equal(values, written[name])
+        assert np.array_equal(values, written[name]) and np.array_equal(opened[name], written[name])
+        assert values.dtype == opened[name].dtype == written[name].dtype.newbyteorder("<")
     with pytest.raises(ValueError, match="not a kdlib epoch file"):
-        (tmp_path / "other.kda").write_bytes(b"something else")
-        read_epoch_index(tmp_path / "other.kda")
+        (tmp_path / "other.safetensors").write_bytes(b"something else")
+        read_epoch_index(tmp_path / "other.safetensors")
+
+
+def test_a_run_s_epoch_files_open_with_safetensors(tiny):
+    store = RunStore()
+    run_id = write_run(store, tiny)
+    opened = load_file(store.samples_dir(run_id) / "epoch_0003.safetensors")
+    assert sorted(opened) == ["test.p_true", "test.probs", "train.label", "train.p_true_student"]
+    for name, values in arrays(3).items():
+        assert np.array_equal(opened[name], compact(values))  # float16, labels int16: as the store keeps them
+
+
+def test_a_store_of_kda_epoch_files_still_reads_and_resumes_into_safetensors(tiny):
+    store = RunStore()
+    run_id = store.create_run(tiny(epochs=6))
+    shutil.copytree(KDA_SAMPLES, store.samples_dir(run_id))  # no registry rows: registered when first read
+    assert store.per_sample_epochs(run_id) == [0, 1, 2, 3]
+    assert store.per_sample_epochs(run_id, split="test", key="probs") == [1, 3]
+    assert np.array_equal(store.per_sample(run_id, 2)["p_true_student"], compact(arrays(2)["train.p_true_student"]))
+    expected = [np.float16(arrays(e)["train.p_true_student"][7]) for e in range(4)]
+    assert store.trajectory(run_id, "p_true_student", 7).tolist() == pytest.approx(expected)
+    assert store.trajectory(run_id, "probs", 3, split="test").loc[3].tolist() == pytest.approx(
+        arrays(3)["test.probs"][3], abs=1e-3
+    )
+
+    store.truncate(run_id, 3)  # resumed after epoch 2: later epochs come in the new format
+    store.write_per_sample(run_id, 3, arrays(3))
+    assert sorted(p.name for p in store.samples_dir(run_id).iterdir()) == [
+        "epoch_0000.kda", "epoch_0001.kda", "epoch_0002.kda", "epoch_0003.safetensors"]  # fmt: skip
+    assert RunStore(store.home).trajectory(run_id, "p_true_student", 7).tolist() == pytest.approx(expected)
 
 
 def test_a_store_whose_registry_was_lost_registers_its_epoch_files_again(tiny):
@@ -205,15 +245,17 @@ def test_a_store_whose_registry_was_lost_registers_its_epoch_files_again(tiny):
     assert np.array_equal(fresh.per_sample(run_id, 3, "test")["probs"], compact(arrays(3)["test.probs"]))
 
 
-def test_an_array_of_python_objects_is_refused_by_name(tmp_path):
+def test_an_array_of_python_objects_or_text_is_refused_by_name(tmp_path):
     with pytest.raises(TypeError, match="'train.o' holds Python objects"):
-        write_epoch_file(tmp_path / "epoch_0000.kda", {"train.o": np.array([None, 1], dtype=object)})
+        write_epoch_file(tmp_path / "epoch_0000.safetensors", {"train.o": np.array([None, 1], dtype=object)})
+    with pytest.raises(TypeError, match="'train.name' is <U1, which an epoch file cannot hold"):
+        write_epoch_file(tmp_path / "epoch_0000.safetensors", {"train.name": np.array(["a", "b"])})
 
 
 def test_a_resumed_run_removes_what_a_killed_writer_left_half_written(tiny):
     store = RunStore()
     run_id = write_run(store, tiny)
-    stale = store.samples_dir(run_id) / ".epoch_0004.kda.123-abcdef.tmp"
+    stale = store.samples_dir(run_id) / ".epoch_0004.safetensors.123-abcdef.tmp"
     stale.write_bytes(b"half an epoch")
     store.truncate(run_id, 4)
     assert not stale.exists() and store.per_sample_epochs(run_id) == [0, 1, 2, 3]

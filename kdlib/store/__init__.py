@@ -3,7 +3,7 @@
 One SQLite file in WAL mode (`$KDLIB_HOME/store.sqlite`, default `./runs`) holds the runs (config,
 status, times, error, control flag), their scalar metrics (with the time each was produced), their
 events and a registry of their per-sample arrays; a folder per run holds the arrays themselves (one
-file per epoch, `samples/epoch_XXXX.kda`, written under a temporary name and renamed, then
+file per epoch, `samples/epoch_XXXX.safetensors`, written under a temporary name and renamed, then
 registered with each array's dtype, shape and data offset, so a reader never sees half an epoch
 and reads one sample's trajectory with one small read per epoch), checkpoints and route weights. Readers open their own
 connection per call, so they work from any process or thread while a writer is running.
@@ -11,7 +11,7 @@ connection per call, so they work from any process or thread while a writer is r
     runs.py         the database: its schema, and RunStore's runs, control flags, events and scalars
     samples.py      RunStore's per-sample arrays: their registry and their epoch files in the run's folder
     studies.py      RunStore's record of sweeps (kdlib.sweep): which run is which trial of which study
-    epoch_files.py  the epoch file format (`.kda`): writing, its index, reading one sample's row
+    epoch_files.py  the epoch file format (safetensors; older stores' `.kda`): writing, its index, reading one row
     sink.py         StoreSink: a run's events written from a background thread
 """
 

@@ -1,9 +1,13 @@
-"""Epoch files (`epoch_XXXX.kda`): one file holds every per-sample array of one epoch.
+"""Epoch files (`epoch_XXXX.safetensors`): one file holds every per-sample array of one epoch.
 
-A magic, the length of a JSON index of (name, dtype, shape, offset), the index, then each array's
-bytes starting at a multiple of 64. Here too: reading one sample's values from several such files
-(one `pread` each), views into a mapped file, the layout of an older store's `.npy` files, and
-`compact`, the dtypes arrays are written in. The underscored helpers serve the rest of kdlib.store.
+The safetensors format, so `safetensors.numpy.load_file(path)` opens one: the length of a JSON header
+(uint64, little-endian), the header (each array's dtype, shape and data_offsets), padded with spaces
+so the data start at a multiple of 64, then the arrays back to back. The format allows no gap between
+arrays, so they go largest item size first: each starts aligned to its own dtype, and a mapped file
+gives aligned views. Here too: reading one sample's values from several such files (one `pread`
+each), views into a mapped file, the formats of older stores (`.kda`: a magic, a JSON index, arrays at
+multiples of 64; one `.npy` per array), and `compact`, the dtypes arrays are written in. The
+underscored helpers serve the rest of kdlib.store.
 """
 
 from __future__ import annotations
@@ -16,52 +20,82 @@ from pathlib import Path
 
 import numpy as np
 
-EPOCH_FILE_MAGIC = b"KDLIB-EPOCH\x00"  # then the index's length (uint32, little-endian) and the index as JSON
-_ALIGN = 64  # every array starts at a multiple of 64 bytes: views of any dtype, cache-line reads
+EPOCH_FILE_MAGIC = b"KDLIB-EPOCH\x00"  # a `.kda` file's start: then the index's length (uint32) and the index
+_ALIGN = 64  # a `.kda` file's arrays, and a safetensors file's data, start at a multiple of 64 bytes
+# safetensors' dtype names and numpy's (little-endian, as the format is)
+_SAFETENSORS_DTYPES = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "U16": "<u2", "F16": "<f2",
+                       "I32": "<i4", "U32": "<u4", "F32": "<f4", "I64": "<i8", "U64": "<u8", "F64": "<f8"}  # fmt: skip
+_NUMPY_DTYPES = {np.dtype(numpy): name for name, numpy in _SAFETENSORS_DTYPES.items()}
 
 
 def write_epoch_file(path: Path, arrays: dict[str, np.ndarray]) -> list[tuple[str, str, str, int]]:
-    """Arrays by name in one file: a JSON index of (name, dtype, shape, offset), then each array's bytes.
+    """Arrays by name in one safetensors file; returns the (name, dtype, shape, offset) of each.
 
-    Returns the index; offsets are from the start of the file, so a reader can pread one sample's
-    values or map the file and view each array without copying. `read_epoch_index` reads it back.
+    Offsets are from the start of the file, so a reader can pread one sample's values or map the file
+    and view each array without copying. `read_epoch_index` reads them back from the file.
     """
-    arrays = {name: np.ascontiguousarray(values) for name, values in arrays.items()}
-    for name, values in arrays.items():
-        if values.dtype.hasobject:
-            raise TypeError(f"per-sample array {name!r} holds Python objects ({values.dtype}); give numbers")
-    relative, position = [], 0
-    for values in arrays.values():
-        position += -position % _ALIGN
-        relative.append(position)
+    arrays = {name: _storable(name, values) for name, values in arrays.items()}
+    order = sorted(arrays, key=lambda name: (-arrays[name].dtype.itemsize, name))  # as safetensors' own writer
+    header, position = {}, 0
+    for name in order:
+        values = arrays[name]
+        header[name] = {"dtype": _NUMPY_DTYPES[values.dtype], "shape": list(values.shape),
+                        "data_offsets": [position, position + values.nbytes]}  # fmt: skip
         position += values.nbytes
-    entries = [[name, v.dtype.str, list(v.shape), r] for (name, v), r in zip(arrays.items(), relative, strict=True)]
-    index = json.dumps(entries, separators=(",", ":")).encode()
-    start = _data_start(len(index))
-    layout = [(name, dtype, ",".join(map(str, shape)), start + r) for name, dtype, shape, r in entries]
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-(8 + len(text)) % _ALIGN)
     with open(path, "wb") as file:
-        file.write(EPOCH_FILE_MAGIC + len(index).to_bytes(4, "little") + index)
-        file.write(bytes(start - file.tell()))
-        for values, (_, _, _, offset) in zip(arrays.values(), layout, strict=True):
-            file.write(bytes(offset - file.tell()))
-            file.write(values.data if values.nbytes else b"")
-    return layout
+        file.write(len(text).to_bytes(8, "little") + text)
+        for name in order:
+            if arrays[name].nbytes:
+                file.write(arrays[name].data)
+    return _safetensors_layout(header, 8 + len(text))
+
+
+def _storable(name: str, values: np.ndarray) -> np.ndarray:
+    """`values` as a contiguous little-endian array of a dtype safetensors holds, or a TypeError naming it."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.hasobject:
+        raise TypeError(f"per-sample array {name!r} holds Python objects ({values.dtype}); give numbers")
+    little = values.dtype.newbyteorder("<") if values.dtype.byteorder == ">" else values.dtype
+    if little not in _NUMPY_DTYPES:
+        raise TypeError(f"per-sample array {name!r} is {values.dtype}, which an epoch file cannot hold; give numbers")
+    return values.astype(little, copy=False)
 
 
 def read_epoch_index(path: Path) -> list[tuple[str, str, str, int]]:
-    """The (name, dtype, shape, offset) of every array in a file that `write_epoch_file` wrote."""
+    """The (name, dtype, shape, offset) of every array in an epoch file: safetensors, or an older `.kda`."""
     with open(path, "rb") as file:
         head = file.read(len(EPOCH_FILE_MAGIC) + 4)
-        if not head.startswith(EPOCH_FILE_MAGIC):
-            raise ValueError(f"{path} is not a kdlib epoch file")
-        length = int.from_bytes(head[-4:], "little")
-        entries = json.loads(file.read(length))
-    start = _data_start(length)
-    return [(name, dtype, ",".join(map(str, shape)), start + r) for name, dtype, shape, r in entries]
+        if head.startswith(EPOCH_FILE_MAGIC):
+            length = int.from_bytes(head[-4:], "little")
+            entries = json.loads(file.read(length))
+            start = _data_start(length)
+            return [(name, dtype, ",".join(map(str, shape)), start + r) for name, dtype, shape, r in entries]
+        length = int.from_bytes(head[:8], "little")
+        file.seek(8)
+        text = file.read(length) if 2 <= length <= 100_000_000 else b""
+    try:
+        header = json.loads(text) if text.startswith(b"{") else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a kdlib epoch file (neither safetensors nor .kda)")
+    unknown = {info["dtype"] for name, info in header.items() if name != "__metadata__"} - set(_SAFETENSORS_DTYPES)
+    if unknown:
+        raise ValueError(f"{path} holds arrays of {', '.join(sorted(unknown))}, which numpy has no dtype for")
+    return _safetensors_layout(header, 8 + length)
+
+
+def _safetensors_layout(header: dict, start: int) -> list[tuple[str, str, str, int]]:
+    """(name, numpy dtype, shape, offset from the file's start) of each array of a safetensors header, in file order."""
+    rows = [(name, _SAFETENSORS_DTYPES[info["dtype"]], ",".join(map(str, info["shape"])), start + info["data_offsets"][0])
+            for name, info in header.items() if name != "__metadata__"]  # fmt: skip
+    return sorted(rows, key=lambda row: (row[3], -np.dtype(row[1]).itemsize, row[0]))  # empty arrays share offsets
 
 
 def _data_start(index_length: int) -> int:
-    """Where an epoch file's arrays begin: after the magic, the index's length and the index, 64-aligned."""
+    """Where a `.kda` file's arrays begin: after the magic, the index's length and the index, 64-aligned."""
     header = len(EPOCH_FILE_MAGIC) + 4 + index_length
     return header + -header % _ALIGN
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.paths import kdlib_home, temporary_beside
-from kdlib.store.samples import PerSampleArrays
+from kdlib.store.samples import PerSampleArrays, epoch_of
 from kdlib.store.studies import StudyTrials
 
 SCHEMA = """
@@ -255,7 +255,7 @@ class RunStore(PerSampleArrays, StudyTrials):
         self.per_sample_epochs(run_id)  # registers the epochs kept of a run written before the registry
         # files go before their rows: a reader never finds a run without rows but with stale files
         for entry in self._epoch_entries(run_id):
-            if int(entry.name.removeprefix("epoch_").removesuffix(".kda")) >= from_epoch:
+            if epoch_of(entry) >= from_epoch:
                 entry.unlink() if entry.is_file() else shutil.rmtree(entry)
         for stale in self.samples_dir(run_id).glob(".epoch_*.tmp"):  # left by a writer killed mid-write
             stale.unlink(missing_ok=True)

@@ -1,9 +1,11 @@
 """RunStore's per-sample arrays: the `samples` table that registers them, and their epoch files.
 
-An epoch's arrays are written into one epoch file in the run's `samples/` folder (renamed into
-place, then registered with each array's dtype, shape and offset), so a reader never sees half an
-epoch. A run written before the registry existed (one `.npy` per array) is registered from its
-folders when first read. Mixed into RunStore (kdlib.store.runs), whose `_connect` and `run_dir` it uses.
+An epoch's arrays are written into one epoch file (safetensors) in the run's `samples/` folder
+(renamed into place, then registered with each array's dtype, shape and offset), so a reader never
+sees half an epoch. Epoch files of older stores (`.kda`) read the same way; a run written before the
+registry existed (one `.npy` per array) is registered from its folders when first read. Here too the
+tables of every epoch at once (`per_sample_frame`, `history`). Mixed into RunStore (kdlib.store.runs),
+whose `_connect` and `run_dir` it uses.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class PerSampleArrays:
         """
         folder = self.samples_dir(run_id)
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"epoch_{epoch:04d}.kda"
+        final = folder / f"epoch_{epoch:04d}.safetensors"
         tmp = temporary_beside(final)
         layout = write_epoch_file(tmp, {name: compact(values) for name, values in arrays.items()})
         os.replace(tmp, final)
@@ -97,7 +99,7 @@ class PerSampleArrays:
         """Enter the arrays of epoch files (or an older store's epoch folders) in the registry."""
         rows = []
         for entry in entries:
-            epoch = int(entry.name.removeprefix("epoch_").removesuffix(".kda"))
+            epoch = epoch_of(entry)
             if entry.is_file():
                 for name, dtype, shape, offset in read_epoch_index(entry):
                     rows.append((run_id, *name.split(".", 1), epoch, dtype, shape, offset, entry.name))
@@ -130,11 +132,20 @@ class PerSampleArrays:
             return db.execute(query, params).fetchall()
 
     def _epoch_entries(self, run_id: str) -> list[Path]:
-        """The epoch files (`epoch_XXXX.kda`) and an older store's epoch folders (`epoch_XXXX/`)."""
+        """The epoch files (`epoch_XXXX.safetensors`, or `.kda` of older stores) and an older store's epoch
+        folders (`epoch_XXXX/`)."""
         folder = self.samples_dir(run_id)
         if not folder.exists():
             return []
-        return sorted(p for p in folder.glob("epoch_*") if p.suffix == ".kda" or (p.is_dir() and not p.suffix))
+        return sorted(p for p in folder.glob("epoch_*") if p.suffix in EPOCH_SUFFIXES or (p.is_dir() and not p.suffix))
+
+
+EPOCH_SUFFIXES = (".safetensors", ".kda")
+
+
+def epoch_of(entry: Path) -> int:
+    """The epoch of an epoch file or folder: 3 for `epoch_0003.safetensors`, `epoch_0003.kda`, `epoch_0003/`."""
+    return int(entry.name.removeprefix("epoch_").split(".")[0])
 
 
 def _file_of(row: sqlite3.Row, split: str, key: str) -> str:
