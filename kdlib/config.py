@@ -27,7 +27,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from kdlib.spec import Named, Section, context_folder, is_file_import, local_path
+from kdlib.spec import MAX_SEED, Named, Section, context_folder, is_file_import, local_path
 
 
 class ConfigError(ValueError):
@@ -127,12 +127,17 @@ def check_arguments(module_name: str, name: str, arguments: dict[str, Any], shor
         close = difflib.get_close_matches(name, [*short, *classes], n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"one of {', '.join(short)} or a class of {module_name}"
         _refuse("name", name, f"{name!r} is not {' or '.join(short)} nor a class of {module_name}; {hint}")
-    accepted = set(inspect.signature(kind.__init__).parameters) - _GIVEN_BY_KDLIB
+    parameters = {k: p for k, p in inspect.signature(kind.__init__).parameters.items() if k not in _GIVEN_BY_KDLIB}
+    accepted = {k for k, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     for key, value in arguments.items():
         if key not in accepted:
             close = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(sorted(accepted))}"
             _refuse(key, value, f"not an argument of {module_name}.{name}; {hint}")
+    required = [k for k in sorted(accepted) if parameters[k].default is inspect.Parameter.empty and k not in arguments]
+    if required:
+        _refuse("name", name, f"{module_name}.{name} needs {', '.join(required)}; write "
+                f"{' and '.join(f'{k}: ...' for k in required)} beside name, or pick another class")
 
 
 def _refuse(key: str, value: Any, message: str) -> None:
@@ -193,6 +198,8 @@ class TeacherSection(TrainingSection):
     checkpoint: str | None = Field(None, description="load the teacher's weights from this file instead of training it")
     seed: int = Field(
         0,
+        ge=0,
+        le=MAX_SEED,
         description="seed of the teacher's training; fixed apart from the run's seed so that "
         "students of several seeds share one teacher",
     )
@@ -269,7 +276,7 @@ class SweepSection(Section):
         description="an Optuna RDB URL, e.g. postgresql://user:pass@host/db, that several machines share "
         "(None: sqlite:///$KDLIB_HOME/studies.sqlite)",
     )
-    seed: int | None = Field(None, description="seed of the sampler (Optuna's TPE); None: random")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seed of the sampler (Optuna's TPE); None: random")
 
     @field_validator("search", mode="before")
     @classmethod
@@ -299,7 +306,7 @@ class RunConfig(TrainingSection):
         default_factory=lambda: {"name": "ce"}, validate_default=True, description="the KD method and its params"
     )
     teacher: TeacherSection | None = Field(None, description="the teacher, for methods that need one")
-    seed: int = Field(0, description="seed of initialization and batch order")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialization and batch order")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA, then MPS, then CPU")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
     channels_last: bool = Field(
@@ -352,15 +359,50 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that names a key twice (PyYAML would keep the last silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: keys written beside it override the merged ones on purpose
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in first:
+                    raise DuplicateKey(f"line {line}: key {key!r} is given twice (first on line {first[key]}); keep one")
+                first[key] = line
+            except TypeError:
+                continue  # an unhashable key: PyYAML's own error names it
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML read safely, refusing a key given twice in one mapping (yaml.YAMLError naming the key and line)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` with the value read as YAML (so numbers, lists and mappings work)."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: write path.to.field=value, e.g. --set method.temperature=2")
     path, raw = text.split("=", 1)
-    return path.strip().split("."), yaml.safe_load(raw)
+    keys = path.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {text!r}: {path.strip()!r} is not a path; write path.to.field=value")
+    try:
+        return keys, load_yaml(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ConfigError(f"--set {text!r}: {raw!r} is not a YAML value ({problem}); close its brackets and "
+                          "quotes, e.g. [1, 2] for a list") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    if overrides and not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
     for text in overrides:
         path, value = parse_override(text)
         set_path(data, path, value, f"--set {text!r}")

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic.fields import FieldInfo
 
-from kdlib.spec import Section
+from kdlib.spec import Section, shown
 
 
 class Constant(Section):
@@ -109,13 +109,22 @@ class Points(Section):
 Schedule = Annotated[Constant | Linear | Cosine | Step | Points, Field(discriminator="kind")]
 
 
+_EXPECTED = "a number or a schedule ({kind: cosine, start: 8, end: 2}, or [[epoch, value], ...])"
+
+
 def _coerce(value: object) -> object:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool) or isinstance(value, str) or value is None:
+        raise ValueError(f"expected {_EXPECTED}, got {shown(value)}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value}")
         return Constant(value=float(value))
     if isinstance(value, (list, tuple)):
         return {"kind": "list", "points": value}
     if isinstance(value, dict) and "kind" not in value:
         raise ValueError("a schedule needs a 'kind': one of constant, linear, cosine, step, list")
+    if not isinstance(value, dict | Section):
+        raise ValueError(f"expected {_EXPECTED}, got {type(value).__name__}")
     return value
 
 

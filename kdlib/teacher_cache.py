@@ -70,14 +70,15 @@ def random_augmentation(data: Spec) -> str | None:
     """The field that turns on random augmentation of the data (`data.augment`), or None if it is deterministic.
 
     A dataset counts as randomly augmented when a field named `augment` is true anywhere in its
-    params (a domain pair's sides included).
+    params (a domain pair's source included; its target is no part of the training split the cache covers).
     """
 
     def find(value: Any, path: str) -> str | None:
         if isinstance(value, dict):
             if value.get("augment") is True:
                 return f"{path}.augment"
-            return next((p for k, v in value.items() if (p := find(v, f"{path}.{k}"))), None)
+            sides = {k: v for k, v in value.items() if not (k == "target" and value.get("name") == "domain_pair")}
+            return next((p for k, v in sides.items() if (p := find(v, f"{path}.{k}"))), None)
         return None
 
     return find(data.model_dump(mode="json"), "data")

@@ -114,6 +114,43 @@ def _route_epochs(folder: Path) -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (folder / "route").glob("epoch_*.pt")) if folder.is_dir() else []
 
 
+def checkpoint_path(checkpoint: str, home: Path | None) -> Path | None:
+    """Where `teacher.checkpoint` points: a weights file, a folder with model.pt, or a run id of the store at
+    `home` (that run's folder); None when it is none of them."""
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        return path
+    return home / checkpoint if home is not None and (home / checkpoint).is_dir() else None
+
+
+def checkpoint_problem(checkpoint: str, home: Path | None) -> str | None:
+    """Why `teacher.checkpoint` cannot give the teacher's weights, or None."""
+    path = checkpoint_path(checkpoint, home)
+    if path is None:
+        return (f"teacher.checkpoint: {checkpoint} is neither a weights file, a folder with model.pt, nor a run id "
+                f"in the store {home}; fix the path, or leave checkpoint out to train the teacher")
+    if path.is_dir() and not (path / "model.pt").is_file():
+        return (f"teacher.checkpoint: the folder {path} has no model.pt (a run that has not finished, or another "
+                "folder); point it at a finished run or a weights file")
+    return None
+
+
+def saved_route(config: RunConfig, home: Path | None) -> tuple[list[int], str] | None:
+    """The teacher's route, known before it trains: the epochs whose weights it keeps (0 is the initialization,
+    left out) and where that comes from, for messages; None for a checkpoint that cannot be found."""
+    t = config.teacher
+    if t.checkpoint is None:
+        saved = [e for e in t.route.saved_epochs(t.epochs) if e > 0]
+        return saved, f"teacher.route saves epochs {saved} of teacher.epochs: {t.epochs}"
+    path = checkpoint_path(t.checkpoint, home)
+    if path is None:
+        return None
+    saved = [e for e in _route_epochs(path) if e > 0]
+    if not saved:
+        return saved, f"teacher.checkpoint {path} has no route/epoch_XXXX.pt files"
+    return saved, f"the route files of teacher.checkpoint {path} hold epochs {saved}"
+
+
 def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
     """The artifact for `config.teacher`: loaded from `checkpoint`, found in the cache, or trained now.
 
@@ -122,14 +159,9 @@ def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
     """
     t = config.teacher
     if t.checkpoint:
-        path = Path(t.checkpoint).expanduser()
-        if not path.exists() and (store.home / t.checkpoint).is_dir():
-            path = store.home / t.checkpoint  # a run id: that run's final weights
-        if not path.exists():
-            raise ConfigError(
-                f"teacher.checkpoint: {t.checkpoint} is neither a weights file, a folder with model.pt, "
-                "nor a run id in this store"
-            )
+        if problem := checkpoint_problem(t.checkpoint, store.home):
+            raise ConfigError(problem)
+        path = checkpoint_path(t.checkpoint, store.home)  # a run id: that run's final weights
         return TeacherArtifact(path, config, _route_epochs(path), store.home / "teachers" / "outputs")
 
     folder = store.home / "teachers" / stable_hash(teacher_key(config))

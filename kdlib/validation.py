@@ -9,26 +9,37 @@ process that reads a config (the CLI, a background worker, a sweep, the app, the
 sets, models and methods it names; a validated config lists in `imports` the file or module of every
 entry it names that is neither kdlib's own nor defined in `__main__`, so a config built in the app or a
 notebook from registered entries runs in a worker too.
+
+It is the run's door: the CLI's `validate` and `run`, `kdlib.launch` and the app's Start all come through
+here, and what a run would fail on is refused before anything is written or trained: a number that is
+not finite or is true/false, a file that is not UTF-8 YAML or names a key twice, a `--set` value that is
+not YAML, and (`door_problems`) data files and folders that are not there, a teacher checkpoint that is
+not there, RCO anchors off the teacher's route (its saved epochs follow from its recipe before it
+trains), a method the data cannot serve, a device this machine lacks.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kdlib.config import ConfigError, RunConfig, apply_overrides
+from kdlib.config import ConfigError, DuplicateKey, RunConfig, apply_overrides, load_yaml
 from kdlib.data import DATASETS
 from kdlib.methods import METHODS
 from kdlib.models import MODELS
 from kdlib.plugins import import_user_code, missing_sources
 from kdlib.registry import Registry
-from kdlib.spec import FOLDER, RESOLVER, NamedSection, Spec, resolve_in
+from kdlib.spec import FOLDER, RESOLVER, NamedSection, Spec, resolve_in, shown
 from kdlib.teacher_cache import teacher_cache_refusal
+from kdlib.teachers import checkpoint_problem, saved_route
 
 REGISTRIES: dict[str, Registry] = {"data": DATASETS, "model": MODELS, "method": METHODS}
 
@@ -51,18 +62,103 @@ def method_problems(config: RunConfig) -> list[str]:
     return []
 
 
-def validate_config(data: dict, folder: str | Path | None = None) -> RunConfig:
+_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # a run of some store (`RunStore.create_run`)
+
+
+def door_problems(config: RunConfig) -> list[str]:
+    """What would stop this config once it runs, found before anything is written or trained: the files and
+    folders it names, the teacher's checkpoint, what the method needs of the data and of the teacher's route,
+    route epochs past the end of training, a device this machine lacks."""
+    problems = list(getattr(config.data, "path_problems", lambda where: [])("data"))
+    method = METHODS.get(config.method.name)
+    needs_target = getattr(method.Params, "needs_target_domain", False)
+    data_entry = DATASETS.get(config.data.name)
+    kdlib_data = data_entry.__module__.startswith("kdlib.")  # a user's data set may return a target split
+    if needs_target and kdlib_data and not getattr(data_entry.Params, "has_target_domain", False):
+        problems.append(
+            f"data: method {config.method.name!r} adapts to an unlabelled target domain, which data "
+            f"{config.data.name!r} has not; use a domain pair, e.g. data: {{name: domain_pair, preset: "
+            "toy2d_shift}, or data: {name: domain_pair, source: {...}, target: {...}}"
+        )
+    if config.output.route is not None:
+        problems += _route_beyond("output.route.epochs", config.output.route.epochs, config.epochs, "epochs")
+    if config.teacher is not None and method.needs_teacher:
+        problems += _teacher_problems(config)
+    return problems + _device_problems(config.device)
+
+
+def _teacher_problems(config: RunConfig) -> list[str]:
+    t, home = config.teacher, _store_home()
+    if t.checkpoint is None:
+        problems = _route_beyond("teacher.route.epochs", t.route.epochs, t.epochs, "teacher.epochs")
+    elif _RUN_ID.fullmatch(t.checkpoint) and not (home / t.checkpoint).exists():
+        return []  # a run of another store (`--home`): the run looks for it in its own
+    else:
+        problems = [p] if (p := checkpoint_problem(t.checkpoint, home)) else []
+    route = saved_route(config, home)
+    check_route = getattr(config.method, "route_problems", None)
+    if route is not None and check_route is not None and not problems:
+        problems += check_route(*route, config.epochs)
+    return problems
+
+
+def _route_beyond(field: str, epochs: list[int] | None, total: int, total_field: str) -> list[str]:
+    beyond = [e for e in epochs or [] if not 0 <= e <= total]
+    if not beyond:
+        return []
+    return [f"{field}: {', '.join(map(str, beyond))} {'is' if len(beyond) == 1 else 'are'} outside the {total} epochs "
+            f"of training ({total_field}), so never saved; keep epochs 0..{total} or raise {total_field}"]
+
+
+def _device_problems(device: str) -> list[str]:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        return ["device: cuda, but torch finds no CUDA device on this machine; use device: auto or cpu"]
+    if device == "mps" and not torch.backends.mps.is_available():
+        return ["device: mps, but torch finds no Apple GPU (MPS) on this machine; use device: auto or cpu"]
+    return []
+
+
+def _store_home() -> Path:
+    """The store a run started from here would use, without creating it (`kdlib.paths.kdlib_home` makes it)."""
+    return Path(os.environ.get("KDLIB_HOME") or "runs").expanduser().resolve()
+
+
+def non_finite(value: Any, path: tuple = ()) -> list[str]:
+    """A line for every number in plain config data that is inf or nan (YAML's .inf, .nan)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{'.'.join(map(str, path)) or 'config'}: expected a finite number, got {value}"]
+    if isinstance(value, dict):
+        return [line for key, v in value.items() for line in non_finite(v, (*path, key))]
+    if isinstance(value, list | tuple):
+        return [line for i, v in enumerate(value) for line in non_finite(v, (*path, i))]
+    return []
+
+
+def validate_config(data: dict, folder: str | Path | None = None, door: bool = True) -> RunConfig:
     """A RunConfig from plain data; ConfigError with one line per problem otherwise. Relative paths in it
-    (`imports`, data files) start from `folder`: the config file's, else the current folder."""
+    (`imports`, data files) start from `folder`: the config file's, else the current folder.
+
+    `door`: also refuse what would stop the run once started (`door_problems`: missing files, anchors off the
+    teacher's route, a method the data cannot serve, ...). A reader of a stored run's config leaves it off,
+    so that a run whose data has moved away since can still be shown.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping of sections, got {type(data).__name__}")
+    imports = data.get("imports")
+    if imports is not None and not (isinstance(imports, list) and all(isinstance(i, str) for i in imports)):
+        raise ConfigError(f"imports: expected a list of Python files or module names, got {shown(imports)}")
     folder = Path(folder or Path.cwd()).resolve()
-    import_user_code(data.get("imports"), folder)
+    import_user_code(imports, folder)
+    problems = non_finite(data)
     try:
         config = RunConfig.model_validate(data, context={RESOLVER: resolve_section, FOLDER: folder})
     except ValidationError as error:
-        raise ConfigError(format_errors(error, data)) from None
-    if problems := method_problems(config):
+        problems += format_errors(error, data, skip_non_finite=bool(problems)).splitlines()
+        raise ConfigError("\n".join(dict.fromkeys(problems))) from None
+    problems += method_problems(config) + (door_problems(config) if door else [])
+    if problems:
         raise ConfigError("\n".join(problems))
     return with_sources(config)
 
@@ -107,9 +203,31 @@ def fields_at(path: tuple, data: Any) -> list[str]:
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
-def format_errors(error: ValidationError, data: Any = None) -> str:
+# pydantic's type errors, said as the type a field expects ("expected a number, got 'hot'")
+_EXPECTED = {
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping (key: value lines)",
+    "model_type": "a section (a mapping of its fields)",
+    "model_attributes_type": "a section (a mapping of its fields)",
+    "finite_number": "a finite number",
+}
+
+
+def format_errors(error: ValidationError, data: Any = None, skip_non_finite: bool = False) -> str:
+    """One `path: message` line per error; `skip_non_finite` leaves out the inf and nan that `non_finite` said."""
     lines = []
     for e in error.errors():
+        if skip_non_finite and e["type"] == "finite_number" and isinstance(e["input"], float):
+            continue
         # pydantic puts union members and validator names in the path; a user wants field names only
         loc = tuple(
             p
@@ -118,6 +236,8 @@ def format_errors(error: ValidationError, data: Any = None) -> str:
             and p not in ("constant", "linear", "cosine", "step", "list")
         )
         message = e["msg"].removeprefix("Value error, ")
+        if e["type"] in _EXPECTED:
+            message = f"expected {_EXPECTED[e['type']]}, got {shown(e['input'])}"
         if e["type"] == "extra_forbidden":
             fields = fields_at(loc[:-1], data)
             close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.5)
@@ -132,26 +252,49 @@ def format_errors(error: ValidationError, data: Any = None) -> str:
     return "\n".join(dict.fromkeys(lines))
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def read_config_file(path: str | Path) -> Any:
+    """The plain data of a YAML config file; ConfigError for a missing file, a folder, a file that is not
+    UTF-8 text, YAML that does not parse, or a key given twice."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file; give a run's YAML file, e.g. configs/quickstart.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+                          "a config is a YAML text file saved as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        data = load_yaml(text)
+    except DuplicateKey as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return validate_config(apply_overrides(data, list(overrides)), folder=path.resolve().parent)
+    return {} if data is None else data
 
 
-def config_from(value: RunConfig | dict | str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Accept a RunConfig, a plain dict or a YAML path, with optional `--set` style overrides."""
+def load_config(path: str | Path, overrides: list[str] = (), door: bool = True) -> RunConfig:
+    data = read_config_file(path)
+    return validate_config(apply_overrides(data, list(overrides)), folder=Path(path).resolve().parent, door=door)
+
+
+def config_from(value: RunConfig | dict | str | Path, overrides: list[str] = (), door: bool = True) -> RunConfig:
+    """Accept a RunConfig, a plain dict or a YAML path, with optional `--set` style overrides (`door`: see
+    `validate_config`)."""
     if isinstance(value, RunConfig):
         if overrides or not _checked(value):
-            return validate_config(apply_overrides(value.to_dict(), list(overrides)))
+            return validate_config(apply_overrides(value.to_dict(), list(overrides)), door=door)
         return value
     if isinstance(value, dict):
-        return validate_config(apply_overrides(json.loads(json.dumps(value)), list(overrides)))
-    return load_config(value, overrides)
+        try:
+            data = json.loads(json.dumps(value))  # a copy, and plain data: YAML's types only
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config: not plain data ({error}); use numbers, text, lists and mappings") from None
+        return validate_config(apply_overrides(data, list(overrides)), door=door)
+    return load_config(value, overrides, door)
 
 
 def _checked(config: RunConfig) -> bool:

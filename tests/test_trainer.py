@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdlib.config import ConfigError
 from kdlib.data.base import Batch
 from kdlib.events import EpochEnded, MemorySink, RunStarted
 from kdlib.runner import execute
@@ -95,11 +96,9 @@ def test_kd_per_sample_values_cover_every_training_sample(tiny):
     assert store.trajectory(run_id, "p_true_student", 0).index.tolist() == [0, 1, 2]
 
 
-def test_a_missing_teacher_checkpoint_fails_with_the_field(tiny):
-    store = RunStore()
-    run_id = store.create_run(tiny(teacher__checkpoint="/nonexistent/teacher.pt"))
-    assert execute(run_id, store) == "failed"
-    assert "teacher.checkpoint" in store.run(run_id)["error"]
+def test_a_missing_teacher_checkpoint_is_refused_with_the_field(tiny):
+    with pytest.raises(ConfigError, match="teacher.checkpoint: /nonexistent/teacher.pt is neither a weights file"):
+        tiny(teacher__checkpoint="/nonexistent/teacher.pt")
 
 
 def test_a_finished_run_serves_as_a_teacher_by_id(tiny):

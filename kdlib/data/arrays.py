@@ -42,7 +42,16 @@ class Params(SplitParams):
     @field_validator("path")
     @classmethod
     def _absolute(cls, path: str, info: ValidationInfo) -> str:
+        if Path(path).suffix not in SUFFIXES:
+            raise ValueError(f"{path} is not a {', '.join(SUFFIXES)} file")
         return local_path(path, context_folder(info))
+
+    def path_problems(self, where: str) -> list[str]:
+        """The file is not there (checked before a run starts)."""
+        if Path(self.path).is_file():
+            return []
+        return [f"{where}.path: no file {self.path}; point {where}.path at a {', '.join(SUFFIXES)} file "
+                "(relative to the config file's folder)"]
 
 
 @DATASETS.register("arrays")

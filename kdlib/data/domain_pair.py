@@ -34,7 +34,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +131,8 @@ def _merge(preset: dict, given: Any) -> Any:
 
 
 class Params(Spec):
+    has_target_domain: ClassVar[bool] = True  # what a domain-adaptation method needs (kdlib.validation)
+
     name: Literal["domain_pair"] = "domain_pair"
     preset: Literal["toy2d_shift", "mnist1d_shift", "mnist_usps", "svhn_mnist", "office31", "image_clef"] | None = (
         Field(None, description="a ready pair that fills source and target (fields given here are merged over it)")
@@ -181,6 +183,34 @@ class Params(Spec):
             if domains and getattr(self, side) not in domains:
                 raise ValueError(f"{side}: {self.preset} has domains {', '.join(domains)}, not {getattr(self, side)!r}")
         return self
+
+
+    def path_problems(self, where: str) -> list[str]:
+        """Files missing from either side; Office-31 and ImageCLEF-DA: the domain folders (or their archive)."""
+        if self.preset in ("office31", "image_clef"):
+            missing = _missing_domains(self)
+            if not missing or (self.download and self.archive_url):
+                return []
+            return [f"{where}.root: no folder {', '.join(missing)} (from {Path.cwd()}); set {where}.download: true "
+                    f"and {where}.archive_url to fetch the {self.preset} archive, or point {where}.root at the "
+                    "unpacked dataset"]
+        return [line for side in ("source", "target")
+                for line in getattr(getattr(self, side), "path_problems", lambda w: [])(f"{where}.{side}")]
+
+
+def _missing_domains(p: Params) -> list[str]:
+    """The domain folders of an Office-31 or ImageCLEF-DA pair that are not there (ImageCLEF's are made from its
+    lists on first use, so its images folder and list count)."""
+    root = Path(p.root).expanduser()
+    missing = []
+    for side, domain in ((p.source, p.source_domain), (p.target, p.target_domain)):
+        folder = Path(side.root).expanduser()
+        ready = folder.is_dir() or (
+            p.preset == "image_clef" and (root / domain).is_dir() and (root / "list" / f"{domain}List.txt").is_file()
+        )
+        if not ready:
+            missing.append(str(folder))
+    return missing
 
 
 def masked(split: Split) -> Split:

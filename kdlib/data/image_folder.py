@@ -6,6 +6,8 @@ Images are resized (shorter side) and center-cropped to `image_size`, as RGB. Th
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -28,9 +30,58 @@ class Params(ImageParams):
     )
     image_size: int = Field(32, ge=8, description="side of the square images (resize, then center crop)")
 
+    def path_problems(self, where: str) -> list[str]:
+        """A folder that is not there, or has no class subfolders (checked before a run starts)."""
+        return [p for field in ("root", "test_root") if (p := folder_problem(getattr(self, field), f"{where}.{field}"))]
+
+
+def folder_problem(path: str | None, field: str) -> str | None:
+    """Why `path` is not a folder of class subfolders, or None."""
+    folder = None if path is None else Path(path).expanduser()
+    if folder is None or (folder.is_dir() and any(p.is_dir() for p in folder.iterdir())):
+        return None
+    what = "has no class subfolders" if folder.is_dir() else "is not a folder"
+    return (f"{field}: {path} {what} (from {Path.cwd()}); point {field} at a folder with one subfolder "
+            "of images per class")
+
+
+def _rgb(path: str):
+    """An image as RGB; a file that cannot be decoded is named (a DataLoader would only show a traceback)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as file:
+            return Image.open(file).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: the image cannot be decoded ({error}); remove or replace it") from None
+
+
+def unreadable(path: str) -> str | None:
+    """Why the image at `path` cannot be read, from its size and header (cheap: the pixels are not decoded)."""
+    from PIL import Image
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "an empty file"
+        with Image.open(path) as image:
+            image.size  # noqa: B018  (the header is parsed on open)
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image ({error})"
+    return None
+
+
+def check_images(paths: list[str], field: str) -> None:
+    """ValueError naming every file of an indexed folder that is empty or has no readable image header."""
+    with ThreadPoolExecutor(8) as pool:  # file reads: threads overlap their waits
+        bad = [(p, why) for p, why in zip(paths, pool.map(unreadable, paths), strict=True) if why]
+    if bad:
+        listed = "; ".join(f"{p}: {why}" for p, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(f"{field}: {len(bad)} of {len(paths)} images cannot be read: {listed}. Remove or replace them")
+
 
 def _open(path: str, field: str):
-    """torchvision's ImageFolder over `path`, with errors that name the config field to fix."""
+    """torchvision's ImageFolder over `path`, with errors that name the config field to fix; every image's
+    header is checked as the folder is indexed."""
     from torchvision.datasets import ImageFolder
 
     folder = Path(path).expanduser()
@@ -40,11 +91,13 @@ def _open(path: str, field: str):
             "with one subfolder of images per class"
         )
     try:
-        return ImageFolder(str(folder))
+        dataset = ImageFolder(str(folder), loader=_rgb)
     except FileNotFoundError as e:  # no class folders, or class folders without images
         raise FileNotFoundError(
             f"data.{field}={path!r}: {e} Point data.{field} at a folder with one subfolder of images per class"
         ) from e
+    check_images([p for p, _ in dataset.samples], f"data.{field}")
+    return dataset
 
 
 @DATASETS.register("image_folder")

@@ -18,6 +18,7 @@ from pydantic import Field
 from kdlib.data.base import DATASETS, DataBundle, TensorSplit, split_indices
 from kdlib.data.params import SplitParams
 from kdlib.paths import cache_dir, temporary_beside
+from kdlib.spec import MAX_SEED
 
 
 class Params(SplitParams):
@@ -27,7 +28,7 @@ class Params(SplitParams):
     noise_scale: float = Field(0.25, ge=0, description="scale of the correlated noise (mnist1d's corr_noise_scale)")
     shift_scale: float = Field(1.0, ge=0, description="multiplies the generator's maximum translation (48 steps)")
     scale_coeff: float = Field(0.4, ge=0, description="random rescaling of each signal (mnist1d's scale_coeff)")
-    generator_seed: int = Field(42, description="seed of mnist1d's generator (42 is the published set)")
+    generator_seed: int = Field(42, ge=0, le=MAX_SEED, description="seed of mnist1d's generator (42 is the published set)")
 
 
 def generate(p: Params) -> dict[str, np.ndarray]:

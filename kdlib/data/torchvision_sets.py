@@ -9,6 +9,7 @@ torchvision is imported inside functions, so that `import kdlib.data` stays fast
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -54,6 +55,14 @@ class TorchvisionParams(ImageParams):
     download: bool = Field(False, description="fetch the files into root when they are missing")
     test_fraction: float = Field(0.0, ge=0, le=0, description="unused: the official test split is the test split")
 
+    def path_problems(self, where: str) -> list[str]:
+        """Without download, root must hold the set's files (their names checked, not their contents)."""
+        s, root = _SETS[self.name], Path(self.root).expanduser()
+        if self.download or all((root / name).exists() for name in s.found_by):
+            return []
+        return [f"{where}.root: no {s.files} under {self.root} (from {Path.cwd()}); set {where}.download: true "
+                f"to fetch {s.cls}, or point {where}.root at the folder that holds them"]
+
 
 class CIFAR10Params(TorchvisionParams):
     name: Literal["cifar10"] = "cifar10"
@@ -89,6 +98,7 @@ class _Set:
     std: tuple[float, ...]
     layout: str  # how the class stores its uint8 images in `.data`
     flip: bool  # mirrored digits are not digits; mirrored clothes and objects still are
+    found_by: tuple[str, ...] = ()  # what root holds once the files are there (checked before a run starts)
 
 
 _SETS = {
@@ -101,6 +111,7 @@ _SETS = {
         (0.2470, 0.2435, 0.2616),
         "NHWC",
         True,
+        ("cifar-10-batches-py",),
     ),
     "cifar100": _Set(
         "CIFAR100",
@@ -111,10 +122,12 @@ _SETS = {
         (0.2673, 0.2564, 0.2762),
         "NHWC",
         True,
+        ("cifar-100-python",),
     ),
-    "mnist": _Set("MNIST", "MNIST/raw/*-ubyte", (1, 28, 28), 10, (0.1307,), (0.3081,), "NHW", False),
+    "mnist": _Set("MNIST", "MNIST/raw/*-ubyte", (1, 28, 28), 10, (0.1307,), (0.3081,), "NHW", False, ("MNIST",)),
     "fashion_mnist": _Set(
-        "FashionMNIST", "FashionMNIST/raw/*-ubyte", (1, 28, 28), 10, (0.2860,), (0.3530,), "NHW", True
+        "FashionMNIST", "FashionMNIST/raw/*-ubyte", (1, 28, 28), 10, (0.2860,), (0.3530,), "NHW", True,
+        ("FashionMNIST",),
     ),
     "svhn": _Set(
         "SVHN",
@@ -125,10 +138,12 @@ _SETS = {
         (0.1980, 0.2010, 0.1970),
         "NCHW",
         False,
+        ("train_32x32.mat", "test_32x32.mat"),
     ),
     # 16x16 digits (7,291 train, 2,007 test); mean and std of its training images as used in
     # Richard456/Dann `datasets/usps.py`.
-    "usps": _Set("USPS", "usps.bz2 and usps.t.bz2", (1, 16, 16), 10, (0.2473,), (0.2665,), "NHW", False),
+    "usps": _Set("USPS", "usps.bz2 and usps.t.bz2", (1, 16, 16), 10, (0.2473,), (0.2665,), "NHW", False,
+                 ("usps.bz2", "usps.t.bz2")),
 }
 
 

@@ -82,7 +82,7 @@ from kdlib.methods.dfa_modules import (
 )
 from kdlib.models.base import FeatureTaps
 from kdlib.schedules import Schedulable
-from kdlib.spec import Spec
+from kdlib.spec import MAX_SEED, Spec
 
 
 class Params(Spec):
@@ -105,7 +105,7 @@ class Params(Spec):
         0.5, gt=0, lt=1, description="share of the training split held out for the alpha steps"
     )
     search_log_every: PositiveInt = Field(5, description="record the aggregation weights every this many steps")
-    search_seed: int = Field(0, description="seed of the held-out split and of the search's batch order")
+    search_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the held-out split and of the search's batch order")
 
 
 # --- pure tensor functions -----------------------------------------------------------------------

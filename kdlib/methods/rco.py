@@ -39,12 +39,20 @@ from kdlib.methods.kd import kd_step, softened_kl
 from kdlib.schedules import Schedulable
 from kdlib.spec import Section, Spec
 
+DEFAULT_ANCHORS = 4
+
 
 class EqualInterval(Section):
     kind: Literal["equal_interval"] = "equal_interval"
-    num_anchors: int = Field(
-        4, ge=1, description="M: anchors spread evenly over the teacher's route, the last being the converged teacher"
+    num_anchors: int | None = Field(
+        None,
+        ge=1,
+        description="M: anchors spread evenly over the teacher's route, the last being the converged teacher "
+        f"(null: {DEFAULT_ANCHORS}, or fewer where the route's saved epochs or the run's epochs are fewer)",
     )
+
+    def count(self, route: list[int], total_epochs: int) -> int:
+        return self.num_anchors or min(DEFAULT_ANCHORS, len(route), total_epochs)
 
 
 class AnchorList(Section):
@@ -87,6 +95,42 @@ class Params(Spec):
     w_ce: Schedulable(ge=0) = Field(0.1, description="weight of cross-entropy on the labels")
     w_kd: Schedulable(ge=0) = Field(0.9, description="weight of the soft term T^2 KL(anchor || student)")
 
+    def route_problems(self, route: list[int], saved: str, total_epochs: int) -> list[str]:
+        """What keeps these anchors off the teacher's `route` (its saved epochs, known before it trains; `saved`
+        says where they come from) or out of the run's epochs: one `field: problem; fix` line each."""
+        a, where = self.anchors, "method.anchors"
+        if not route:
+            return [f"{where}: RCO follows the teacher's route, but {saved}; save epochs with teacher.route, e.g. "
+                    "{every: 1}, or give a checkpoint folder with route/epoch_XXXX.pt files"]
+        if isinstance(a, Greedy):
+            return []
+        if isinstance(a, AnchorList) and (missing := [e for e in a.teacher_epochs if e not in route]):
+            return [f"{where}.teacher_epochs: {', '.join(map(str, missing))} {'is' if len(missing) == 1 else 'are'} "
+                    f"not on the teacher's route ({saved}); "
+                    f"choose anchors among {route}, or save those epochs (teacher.route: {{epochs: [...]}}, with "
+                    "teacher.epochs at least the last)"]
+        if isinstance(a, EqualInterval) and a.num_anchors is not None:
+            anchors = plan_anchors(a, route, total_epochs).teacher_epochs
+            if len(anchors) < a.num_anchors:
+                spread = "" if len(route) < a.num_anchors else f", spread evenly, give {len(anchors)}: {anchors}"
+                return [f"{where}.num_anchors: {a.num_anchors} anchors, but the teacher's route has {len(route)} "
+                        f"saved epochs ({saved}){spread}; set num_anchors: {len(anchors)} or less, or save more "
+                        "epochs (teacher.route)"]
+        plan = plan_anchors(a, route, total_epochs)
+        if len(plan.teacher_epochs) > total_epochs:
+            return [f"{where}: {len(plan.teacher_epochs)} anchors ({plan.teacher_epochs}) need one student epoch "
+                    f"each, and the run has {total_epochs} (epochs); raise epochs or use fewer anchors"]
+        if isinstance(a, AnchorList) and a.student_epochs is not None:
+            if len(a.student_epochs) != len(plan.teacher_epochs):
+                return [f"{where}.student_epochs: the converged teacher (epoch {route[-1]}) is added as the last "
+                        f"anchor, so {len(plan.teacher_epochs)} anchors need {len(plan.teacher_epochs)} student "
+                        f"epochs; add one, or end teacher_epochs with {route[-1]}"]
+            if late := [e for e in a.student_epochs if e >= total_epochs]:
+                return [f"{where}.student_epochs: {', '.join(map(str, late))} {'is' if len(late) == 1 else 'are'} "
+                        "past the run's last epoch "
+                        f"({total_epochs - 1}, 0-based); keep them below epochs: {total_epochs}"]
+        return []
+
 
 def equal_interval_anchors(route_epochs: int, num_anchors: int) -> list[int]:
     """a_k = ceil(k * E_T / M) for k = 1..M: (240, 4) -> [60, 120, 180, 240]."""
@@ -125,7 +169,7 @@ def plan_anchors(spec: EqualInterval | AnchorList, route: list[int], total_epoch
     """The fixed anchor schedules; the route is the list of saved teacher epochs (its last: converged)."""
     final = route[-1]
     if isinstance(spec, EqualInterval):
-        teacher_epochs = snap_to_route(equal_interval_anchors(final, spec.num_anchors), route)
+        teacher_epochs = snap_to_route(equal_interval_anchors(final, spec.count(route, total_epochs)), route)
     else:
         missing = [e for e in spec.teacher_epochs if e not in route]
         if missing:

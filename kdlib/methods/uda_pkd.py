@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -72,6 +72,8 @@ from kdlib.spec import Spec
 
 
 class Params(Spec):
+    needs_target_domain: ClassVar[bool] = True  # refused at validation on data without one (kdlib.validation)
+
     temperature: float = Field(20.0, gt=0, description="T of both KD terms (official code: 20)")
     alpha: float = Field(
         0.3, ge=0, le=1, description="alpha: source KD term = alpha T^2 KL + (1 - alpha) CE (official code: 0.3)"

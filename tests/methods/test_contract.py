@@ -10,10 +10,17 @@ from kdlib.runner import execute
 from kdlib.store import RunStore
 
 
+def tiny_data(method: str) -> dict:
+    """200 toy2d points; for a method that adapts to a target domain, a pair whose two sides are those points."""
+    points = {"name": "toy2d", "n_samples": 200}
+    needs_target = getattr(METHODS.get(method).Params, "needs_target_domain", False)
+    return {"name": "domain_pair", "source": points, "target": points} if needs_target else points
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_trains_and_records_one_value_per_sample(tiny, name):
     store = RunStore()
-    run_id = store.create_run(tiny(method={"name": name}, epochs=2, data={"name": "toy2d", "n_samples": 200}))
+    run_id = store.create_run(tiny(method={"name": name}, epochs=2, data=tiny_data(name)))
     assert execute(run_id, store) == "done", store.run(run_id)["error"]
     epochs = store.epoch_metrics(run_id)
     assert np.isfinite(epochs["train.loss"]).all()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdlib.config import ConfigError
 from kdlib.methods.kd import kd_step
 from kdlib.methods.rco import (
     AnchorList,
@@ -91,6 +92,6 @@ def test_rco_without_a_route_says_how_to_get_one(tiny):
     store = RunStore()
     plain = store.create_run(tiny(method={"name": "ce"}, student={"name": "mlp", "hidden": [32, 32]}))
     execute(plain, store)  # a finished run that saved no route, used as the teacher
-    run_id = store.create_run(tiny(method={"name": "rco"}, teacher__checkpoint=plain))
-    assert execute(run_id, store) == "failed"
-    assert "teacher.route" in store.run(run_id)["error"]
+    with pytest.raises(ConfigError, match="method.anchors: RCO follows the teacher's route, but teacher.checkpoint "
+                       ".* has no route/epoch_XXXX.pt files; save epochs with teacher.route"):
+        tiny(method={"name": "rco"}, teacher__checkpoint=plain)
