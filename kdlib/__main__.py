@@ -1,22 +1,22 @@
 """The command line: `kdlib` (or `python -m kdlib`) run | validate | ls | show | rm | resume | pause | stop |
-sweep | study | reference | app.
+sweep | study | export | reference | app.
 
-Commands that only read the store (`--help`, `ls`, `show`, `rm`, `study`) import no torch: what
-trains or validates a config is imported inside the commands that need it.
+Commands that only read the store (`--help`, `ls`, `show`, `rm`, `study`, `export --to parquet`) import no
+torch: what trains or validates a config is imported inside the commands that need it. The longer
+commands (sweep, study, export) are in kdlib.cli_commands.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from kdlib import __version__
+from kdlib.cli_commands import clean, cmd_export, cmd_study, cmd_sweep, resolve_run  # noqa: F401 (commands by name)
 from kdlib.store import ACTIVE, RunNotFound, RunStore
 
 
@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--json", action="store_true", help="machine-readable output")
     _home_arg(study)
 
+    export = commands.add_parser("export", help="write a run as Parquet tables or TensorBoard event files")
+    export.add_argument("run", help="run id or its unique prefix")
+    export.add_argument("--to", required=True, choices=["parquet", "tensorboard"], help="the format")
+    export.add_argument("folder", metavar="DIR", help="the folder to write into (made if new)")
+    _home_arg(export)
+
     commands.add_parser("reference", help="print the config reference (Markdown)")
 
     app = commands.add_parser("app", help="open the Streamlit app")
@@ -190,16 +196,12 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _clean(value):
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def cmd_ls(args) -> int:
     frame = RunStore(args.home).runs(None if args.all else "student")
     columns = ["id", "name", "kind", "method", "status", "epoch", "total_epochs", "test_acc"]
     if args.json:
         print(
-            json.dumps([{k: _clean(v) for k, v in row.items()} for row in frame[columns].to_dict("records")], indent=1)
+            json.dumps([{k: clean(v) for k, v in row.items()} for row in frame[columns].to_dict("records")], indent=1)
         )
     elif frame.empty:
         print("no runs yet; start one with `python -m kdlib run configs/quickstart.yaml`")
@@ -212,26 +214,10 @@ def cmd_ls(args) -> int:
     return 0
 
 
-def resolve_run(store: RunStore, text: str | None) -> str:
-    """The id of the run that `text` names: a whole id or a prefix of exactly one (None: the latest student run)."""
-    if text is None:
-        return store.latest_run_id()
-    ids = list(store.runs().id)
-    if text in ids:
-        return text
-    matches = [run_id for run_id in ids if run_id.startswith(text)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise RunNotFound(f"no run {text!r} in {store.home}; `python -m kdlib ls --all` lists the runs")
-    shown = ", ".join(matches[:8]) + (f" and {len(matches) - 8} more" if len(matches) > 8 else "")
-    raise RunNotFound(f"{text!r} starts {len(matches)} runs: {shown}; give more of the id")
-
-
 def run_summary(store: RunStore, run_id: str) -> dict:
     run = store.run(run_id)
     epochs = store.epoch_metrics(run_id)
-    last = {k: _clean(float(v)) for k, v in epochs.iloc[-1].items()} if not epochs.empty else {}
+    last = {k: clean(float(v)) for k, v in epochs.iloc[-1].items()} if not epochs.empty else {}
     return {
         "id": run_id,
         "name": run["name"],
@@ -336,94 +322,6 @@ def cmd_control(args) -> int:
     else:
         store.request(run_id, args.command)
         print(f"{run_id}: asked to {args.command}")
-    return 0
-
-
-def _params_text(params: dict) -> str:
-    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def cmd_sweep(args) -> int:
-    import optuna
-
-    from kdlib.sweep import parse_search_flags, run_sweep, sweep_section
-    from kdlib.validation import load_config
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the lines below say what happened
-    config = load_config(args.config, args.overrides)
-    flags = {k: getattr(args, k) for k in ("trials", "study", "storage", "metric", "direction", "pruner", "seed")}
-    section = sweep_section(config, search=parse_search_flags(args.search), **flags)
-    if section.study is None:
-        section = section.model_copy(update={"study": f"{Path(args.config).stem}-{datetime.now():%Y%m%d-%H%M%S}"})
-    store = RunStore(args.home)
-    print(
-        f"study {section.study}: {section.trials} trials over {', '.join(section.search)}, "
-        f"{section.direction} {section.metric}  (store: {store.home})"
-    )
-    outcomes = []
-
-    def report(trial) -> None:
-        outcomes.append(trial.state)
-        value = "" if trial.value is None else f"{section.metric}={trial.value:.4f}"
-        run = f"run {trial.run_id}" if trial.run_id else ""
-        print(
-            f"trial {trial.number}  {_params_text(trial.params)}  {value}  {trial.state}  {run}".replace("    ", "  ")
-        )
-        if trial.error:
-            print(f"  error: {trial.error}")
-
-    try:
-        study = run_sweep(config, section, home=args.home, on_trial=report)
-    except KeyboardInterrupt:
-        print("interrupted: the trial that was training is failed (its run resumable); the study keeps the others")
-        return 130
-    try:
-        best = study.best_trial
-    except ValueError:
-        print("no trial of the study has completed yet")
-    else:
-        where = best.user_attrs.get("run_id", "?")
-        if best.user_attrs.get("home") not in (None, str(store.home)):
-            where += f" (in {best.user_attrs.get('host')}:{best.user_attrs['home']})"
-        print(f"best: trial {best.number}  {section.metric}={best.value:.4f}  {_params_text(best.params)}  run {where}")
-    return 0 if any(state != "failed" for state in outcomes) else 1
-
-
-def cmd_study(args) -> int:
-    from kdlib.store.studies import best_trial, study_summary
-
-    store = RunStore(args.home)
-    if args.storage:
-        from kdlib.config import ConfigError
-        from kdlib.sweep import storage_trials
-
-        if not args.name:
-            raise ConfigError("study: name the study to read from --storage")
-        try:
-            frame, name = storage_trials(args.name, args.storage), args.name
-        except KeyError:
-            raise ConfigError(f"study: {args.storage} has no study {args.name!r}") from None
-        header = f"study {name}: {len(frame)} trials in {args.storage}"
-    else:
-        studies = store.studies()
-        if not studies:
-            print(f"no studies in {store.home} yet; start one with `python -m kdlib sweep CONFIG --search ...`")
-            return 0
-        name = args.name or studies[0]
-        if name not in studies:
-            raise RunNotFound(f"no study {name!r} in {store.home}; it has: {', '.join(studies)}")
-        frame = study_summary(store, name)
-        best = best_trial(frame)
-        header = f"study {name}: {len(frame)} trials, {frame.direction.iloc[0]} {frame.metric.iloc[0]}" + (
-            f"; best: trial {best.trial} ({best.value:.4f}, run {best.run_id})" if best is not None else ""
-        )
-        frame = frame.drop(columns=["name", "metric", "direction"])
-    if args.json:
-        rows = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
-        print(json.dumps({"study": name, "trials": rows}, indent=1, default=str))
-    else:
-        print(header)
-        print(frame.round(4).to_string(index=False))
     return 0
 
 

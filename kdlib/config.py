@@ -27,6 +27,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from kdlib.loggers import LoggerSection
 from kdlib.spec import MAX_SEED, Named, Section, context_folder, is_file_import, local_path
 
 
@@ -319,6 +320,12 @@ class RunConfig(TrainingSection):
     output: OutputSection = Field(
         default_factory=OutputSection,
         description="`name`: the run's name; `route`: keep this run's weights at chosen epochs (see `route` below)",
+    )
+    loggers: list[LoggerSection] = Field(
+        default_factory=list,
+        description="tools that hear the run's step and epoch scalars as it goes (kdlib.loggers): `[tensorboard]` "
+        "writes event files into `<run folder>/tensorboard`, `[{name: tensorboard, dir: tb}]` into `tb/<run id>` "
+        "(relative to the config file); `[{name: mlflow, tracking_uri: ..., experiment: ...}]` logs to MLflow",
     )
     # exclude: a trial's config (and so the store, the teacher's hash, siblings) never carries the search
     sweep: SweepSection | None = Field(

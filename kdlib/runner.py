@@ -23,6 +23,7 @@ import pandas as pd
 from kdlib.config import ConfigError, RunConfig
 from kdlib.distributed import SINGLE, Processes
 from kdlib.events import Sink
+from kdlib.loggers import logger_sinks
 from kdlib.methods import METHODS
 from kdlib.registry import definition
 from kdlib.store import ACTIVE, RunStore, StoreSink
@@ -88,7 +89,8 @@ def execute(
         store.update_run(run_id, control="run")  # executing an ended run again resumes it
 
     def train(run_config: RunConfig, rid: str, teacher=None, on: Processes = SINGLE) -> None:
-        sinks = [StoreSink(store, rid), *extra_sinks, *(own_sinks if rid == run_id else ())] if on.is_main else []
+        loggers = logger_sinks(run_config, store.run_dir(rid), rid) if on.is_main else []  # the config's `loggers:`
+        sinks = [StoreSink(store, rid), *extra_sinks, *loggers, *(own_sinks if rid == run_id else ())] if on.is_main else []
         control = (StoreControl(store, rid, also=(run_id,) if rid != run_id else (), written=sinks[0].flush)
                    if on.is_main else None)
         try:

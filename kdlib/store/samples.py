@@ -75,6 +75,51 @@ class PerSampleArrays:
             return pd.DataFrame(np.stack(values).astype(float), index=pd.Index(epochs, name="epoch"))
         return pd.Series([float(v) for v in values], index=epochs, name=key, dtype=float).rename_axis("epoch")
 
+    def per_sample_splits(self, run_id: str) -> list[str]:
+        """The splits with per-sample arrays (train, val, test, probe, ...)."""
+        query = "SELECT DISTINCT split FROM samples WHERE run_id = ? ORDER BY split"
+        return [row[0] for row in self._registered(run_id, query, (run_id,))]
+
+    def per_sample_frame(self, run_id: str, split: str = "train", keys: str | list[str] | None = None) -> pd.DataFrame:
+        """Every epoch's values of `split` in one wide table: columns epoch, index (the dataset index) and one
+        per key (float16 values as float32), one row per sample and epoch. A key an epoch lacks is NaN
+        there; arrays of several values per sample (`probs`) are left out: `per_sample` has them."""
+        wanted = [keys] if isinstance(keys, str) else keys
+        frames = []
+        for epoch in self.per_sample_epochs(run_id, split):
+            arrays = self.per_sample(run_id, epoch, split)
+            columns = {k: pd.Series(_widened(v)) for k, v in arrays.items() if v.ndim == 1 and k in (wanted or arrays)}
+            if columns:
+                frames.append(pd.DataFrame(columns).rename_axis("index").reset_index().assign(epoch=epoch))
+        if not frames:
+            return pd.DataFrame(columns=["epoch", "index"])
+        frame = pd.concat(frames, ignore_index=True)
+        return frame[["epoch", "index", *sorted(c for c in frame.columns if c not in ("epoch", "index"))]]
+
+    def per_sample_history(
+        self, run_id: str, keys: str | list[str] | None = None, split: str | None = None
+    ) -> pd.DataFrame:
+        """Every epoch's per-sample values in long format: columns epoch, split, index, key, value (a float),
+        one row per value; `split` and `key` are categoricals. Arrays of several values per sample are left out."""
+        wanted = [keys] if isinstance(keys, str) else keys
+        parts = []  # (epoch, split, key, values)
+        for name in [split] if split else self.per_sample_splits(run_id):
+            for epoch in self.per_sample_epochs(run_id, name):
+                arrays = self.per_sample(run_id, epoch, name)
+                parts += [(epoch, name, k, v) for k, v in arrays.items() if v.ndim == 1 and k in (wanted or arrays)]
+        sizes = [len(values) for *_, values in parts]
+        splits, split_codes = np.unique([p[1] for p in parts], return_inverse=True)
+        names, key_codes = np.unique([p[2] for p in parts], return_inverse=True)
+        return pd.DataFrame(
+            {
+                "epoch": np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes),
+                "split": pd.Categorical.from_codes(np.repeat(split_codes, sizes), splits.astype(str)),
+                "index": np.concatenate([np.arange(n) for n in sizes]) if parts else np.zeros(0, np.int64),
+                "key": pd.Categorical.from_codes(np.repeat(key_codes, sizes), names.astype(str)),
+                "value": np.concatenate([v.astype(np.float64) for *_, v in parts]) if parts else np.zeros(0),
+            }
+        )
+
     def write_per_sample(
         self, run_id: str, epoch: int, arrays: dict[str, np.ndarray], connection: sqlite3.Connection | None = None
     ) -> None:
@@ -146,6 +191,11 @@ EPOCH_SUFFIXES = (".safetensors", ".kda")
 def epoch_of(entry: Path) -> int:
     """The epoch of an epoch file or folder: 3 for `epoch_0003.safetensors`, `epoch_0003.kda`, `epoch_0003/`."""
     return int(entry.name.removeprefix("epoch_").split(".")[0])
+
+
+def _widened(values: np.ndarray) -> np.ndarray:
+    """float16 values as float32 (pandas and Parquet handle float16 poorly); any other array as it is."""
+    return values.astype(np.float32) if values.dtype == np.float16 else np.asarray(values)
 
 
 def _file_of(row: sqlite3.Row, split: str, key: str) -> str:

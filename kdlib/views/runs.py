@@ -65,6 +65,19 @@ class LoadedRun:
     def trajectory(self, index: int, key: str = "p_true_student", split: str = "train") -> pd.Series:
         return self.store.trajectory(self.run_id, key, index, split)
 
+    def history(self, keys: str | list[str] | None = None, split: str | None = None) -> pd.DataFrame:
+        """Every epoch's per-sample values in long format: columns epoch, split, index, key, value.
+
+        Sample 7's weight over the epochs is one line (`keys` and `split` only read less):
+
+            run.history().query("key == 'weight' and index == 7").plot(x="epoch", y="value")
+
+        and every sample's weight, one column per sample:
+        `run.history("weight", "train").pivot(index="epoch", columns="index", values="value")`.
+        Arrays of several values per sample (`probs`) are left out: `arrays(epoch)` has them.
+        """
+        return self.store.per_sample_history(self.run_id, keys, split)
+
 
 def load_run(run_id: str | None = None, home: str | Path | None = None) -> LoadedRun:
     """A run by id (default: the latest student run in the store)."""
