@@ -2,7 +2,8 @@
 
 A checkpoint is a plain `torch.save` of state dicts (epoch, student, optimizer, scaler, distiller),
 loadable with `torch.load(weights_only=True)`. It is written beside the old one and renamed over it,
-so a run killed at any moment leaves a whole checkpoint; the write overlaps the next epoch.
+so a run killed at any moment leaves a whole checkpoint (and at worst a `.tmp` that the next save
+overwrites); one that fails, on a full disk, leaves none. The write overlaps the next epoch.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ from torch import nn
 
 
 def save_atomic(obj: object, path: Path) -> None:
+    """Write `obj` beside `path`, then rename it over: a write that fails (a full disk) leaves no `.tmp`."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: torch.device | str = "cpu") -> dict:

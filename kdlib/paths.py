@@ -7,8 +7,13 @@ import secrets
 from pathlib import Path
 
 
+def home_path(home: str | os.PathLike | None = None) -> Path:
+    """The kdlib home that `home` (default: $KDLIB_HOME, else ./runs) names, made or not."""
+    return Path(home or os.environ.get("KDLIB_HOME") or "runs").expanduser().resolve()
+
+
 def kdlib_home(home: str | os.PathLike | None = None) -> Path:
-    path = Path(home or os.environ.get("KDLIB_HOME") or "runs").expanduser().resolve()
+    path = home_path(home)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -7,11 +7,17 @@ other process (the app, a notebook, the CLI) follows it by reading the store. Pa
 are flags in the store that the run obeys at its next logged step. The worker imports the config's
 `imports:` when it reads the config, so it knows the user's data sets, models and methods; an entry
 defined in `__main__` (a notebook cell, a script) is refused at launch, since no worker can import it.
+
+Whatever process runs a run (a worker, `kdlib run` in the foreground, a sweep) records itself in the
+store, so readers see a run whose process ended without reporting as failed (kdlib.store.runs), and
+sets its torch threads from the cores and the runs going at once (`torch_threads`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +32,7 @@ from kdlib.events import Sink
 from kdlib.loggers import logger_sinks
 from kdlib.methods import METHODS
 from kdlib.registry import definition
-from kdlib.store import ACTIVE, RunStore, StoreSink
+from kdlib.store import ACTIVE, RunStore, StoreError, StoreSink
 from kdlib.teachers import obtain_teacher
 from kdlib.trainer import Control, StopRequested, fit
 from kdlib.validation import config_from, named_entries
@@ -77,6 +83,8 @@ def execute(
     process, if it is new) and obeys pause and stop.
     """
     main = processes.is_main
+    if main:
+        store.set_process(run_id)  # this process runs it now: if it dies, readers see the run failed
     try:
         config = store.config(run_id)
     except ConfigError as error:  # a file of `imports:` gone or broken: the run must not stay queued
@@ -96,10 +104,17 @@ def execute(
         try:
             fit(run_config, store.run_dir(rid), sinks, teacher=teacher, control=control, processes=on)
         finally:
-            for sink in sinks:
-                sink.close()
+            try:
+                for sink in sinks:
+                    sink.close()
+            finally:
+                if on.is_main:  # its writers have stopped: no half-written file stays (nor takes a full disk's space)
+                    store.discard_temporaries(rid)
 
     try:
+        if main:
+            _reserve_space(store, run_id)
+            _set_torch_threads(config, store, run_id)
         teacher = None
         if METHODS.get(config.method.name).needs_teacher:
             teacher = _shared_teacher(config, store, run_id, train, processes)
@@ -108,11 +123,85 @@ def execute(
         if main:
             store.end_run(run_id, "stopped")
     except BaseException as error:  # noqa: BLE001 - whatever happened, the run must not stay "running"
-        if main and store.run(run_id)["status"] != "failed":
-            store.end_run(run_id, "failed", f"{type(error).__name__}: {error}")
+        if main:
+            _record_failure(store, run_id, error)
         if processes.active:
             raise  # torchrun ends the other processes and reports which one failed
+    finally:
+        if main:
+            store.discard_temporaries(run_id)
     return store.run(run_id)["status"]
+
+
+def _record_failure(store: RunStore, run_id: str, error: BaseException) -> None:
+    """Mark the run failed with its reason; a full disk is named as such, whatever write met it first."""
+    store.discard_temporaries(run_id)  # the space reserve too: room to record the end on a full disk
+    full = _disk_full(error)
+    if full or store.run(run_id)["status"] != "failed":
+        reason = f"{type(error).__name__}: {error}"
+        if full:
+            reason = (f"the disk holding {store.home} is full ({full}); free space there, then "
+                      f"`python -m kdlib resume {run_id}` continues from the last checkpoint")
+        try:
+            store.end_run(run_id, "failed", reason)
+        except StoreError as unrecorded:  # readers will see the process gone, and the run failed
+            print(f"kdlib: run {run_id} failed ({reason}); recording it failed too: {unrecorded}", file=sys.stderr)
+
+
+def _disk_full(error: BaseException | None) -> BaseException | None:
+    """The error in `error`'s chain that says the disk is full (the OS's or SQLite's own), if one does."""
+    while error is not None:
+        if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        if isinstance(error, StoreError) and error.kind == "full":
+            return error.__cause__ or error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# Bytes a run keeps free beside it while it trains (a file it removes on failure), so that on a disk
+# that fills up the run's end can still be written: the store's write-ahead log may be what filled it.
+# Recording the end takes a few pages of the log and the log's index (32 KiB) when no reader has it open.
+SPACE_RESERVE = 1 << 20
+
+
+def _reserve_space(store: RunStore, run_id: str) -> None:
+    reserve = store.run_dir(run_id) / ".space-reserve.tmp"  # a temporary: discard_temporaries removes it
+    try:
+        reserve.write_bytes(bytes(min(SPACE_RESERVE, shutil.disk_usage(reserve.parent).free // 4)))
+    except OSError:
+        reserve.unlink(missing_ok=True)
+
+
+def torch_threads(config: RunConfig, store: RunStore) -> tuple[int | None, str]:
+    """The torch threads a run's process should use, and why; None leaves torch's own choice.
+
+    The config's `threads:`, else $KDLIB_THREADS, else torch's choice where OMP_NUM_THREADS is set,
+    else this machine's cores shared among the processes running runs of this store now (this one
+    included): two runs on two cores get a thread each, since a second thread each only makes them
+    wait for each other (and for the app, a notebook) many times over.
+    """
+    if threads := getattr(config, "threads", None):
+        return int(threads), "the config's threads"
+    if threads := os.environ.get("KDLIB_THREADS", "").strip():
+        if not threads.isdigit() or int(threads) < 1:
+            raise ConfigError(f"KDLIB_THREADS={threads!r}: give a whole number of threads, 1 or more")
+        return int(threads), "KDLIB_THREADS"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None, "OMP_NUM_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    runs = store.runs()
+    going = {int(pid) for pid in runs[runs.status.isin(("queued", "running"))].pid.dropna()} | {os.getpid()}
+    return max(1, cores // len(going)), f"{cores} cores shared by {len(going)} processes running runs"
+
+
+def _set_torch_threads(config: RunConfig, store: RunStore, run_id: str) -> None:
+    import torch
+
+    threads, why = torch_threads(config, store)
+    if threads is not None and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    store.log_event(run_id, "threads", f"{torch.get_num_threads()} torch threads ({why})")
 
 
 def _shared_teacher(config: RunConfig, store: RunStore, run_id: str, train, processes: Processes):
@@ -157,7 +246,7 @@ def _start_worker(run_id: str, store: RunStore) -> subprocess.Popen:
         env=env,
     )
     log.close()
-    store.update_run(run_id, pid=process.pid, control="run")
+    store.set_process(run_id, process.pid, control="run")  # until the worker records itself, or if it dies first
     return process
 
 
@@ -201,15 +290,29 @@ class RunHandle:
     def stop(self) -> None:
         self.store.request(self.run_id, "stop")
 
-    def resume(self) -> None:
-        """Continue a paused run, or restart a stopped or failed one from its last checkpoint."""
+    def resume(self, from_scratch: bool = False) -> None:
+        """Continue a paused run, or restart a stopped or failed one from its last checkpoint.
+
+        A run whose checkpoint is gone is refused (StoreError) unless `from_scratch`: then it trains
+        again from epoch 0."""
         status = self.status
         if status in ("queued", "running", "paused"):
             self.store.request(self.run_id, "resume")
         elif status == "done":
             raise ValueError(f"run {self.run_id} is done; there is nothing to resume")
         else:
-            self.store.update_run(self.run_id, status="queued", error=None)
+            checkpoint = self.store.run_dir(self.run_id) / "checkpoint.pt"
+            saved = self.info["checkpoint_epoch"]
+            if from_scratch:
+                checkpoint.unlink(missing_ok=True)
+            elif saved is not None and not checkpoint.exists():
+                raise StoreError(
+                    f"run {self.run_id} has no checkpoint: {checkpoint} (its state after {saved + 1} epochs) is gone, "
+                    f"so it cannot continue where it stopped. `python -m kdlib resume {self.run_id} --from-scratch` trains it "
+                    "again from epoch 0"
+                )
+            # queued and this process's, in one write: the dead process recorded before is not checked again
+            self.store.set_process(self.run_id, status="queued", error=None, **({"epoch": None} if from_scratch else {}))
             self.process = _start_worker(self.run_id, self.store)
 
 
@@ -232,7 +335,8 @@ def launch(
     return RunHandle(run_id, store, _start_worker(run_id, store))
 
 
-def resume(run_id: str, home: str | Path | None = None) -> RunHandle:
+def resume(run_id: str, home: str | Path | None = None, from_scratch: bool = False) -> RunHandle:
+    """Continue a run (see RunHandle.resume); `from_scratch` trains it again from epoch 0."""
     handle = RunHandle(run_id, RunStore(home))
-    handle.resume()
+    handle.resume(from_scratch)
     return handle

@@ -16,7 +16,7 @@ connection per call, so they work from any process or thread while a writer is r
 """
 
 from kdlib.store.epoch_files import EPOCH_FILE_MAGIC, compact, read_epoch_index, write_epoch_file
-from kdlib.store.runs import ACTIVE, SCHEMA, RunNotFound, RunStore
+from kdlib.store.runs import ACTIVE, SCHEMA, RunNotFound, RunStore, StoreError
 from kdlib.store.sink import StoreSink
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMA",
     "RunNotFound",
     "RunStore",
+    "StoreError",
     "StoreSink",
     "compact",
     "read_epoch_index",

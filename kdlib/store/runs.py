@@ -5,13 +5,21 @@ metrics, the analyses kept beside a run, and forgetting what a resumed run write
 takes its per-sample arrays from kdlib.store.samples and its studies from kdlib.store.studies.
 Readers open their own connection per call, so they work from any process or thread while a
 writer is running.
+
+Liveness: a run records the process that runs it (pid, start time, host). Every read of a queued,
+running or paused run checks that process (one small read of /proc per active run), so a run whose
+process ended without reporting (killed, out of memory, dead before training) reads `failed`, with
+the last lines of its worker.log. A store that cannot be opened or written (a damaged file, a
+read-only folder, a full disk) raises StoreError, whose message names the file and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib.paths import kdlib_home, temporary_beside
+from kdlib.paths import home_path, kdlib_home, temporary_beside
 from kdlib.store.samples import PerSampleArrays, epoch_of
 from kdlib.store.studies import StudyTrials
 
@@ -29,7 +37,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, method TEXT, config TEXT NOT NULL,
     status TEXT NOT NULL, control TEXT NOT NULL DEFAULT 'run', created REAL NOT NULL, started REAL, ended REAL,
-    error TEXT, pid INTEGER, epoch INTEGER, total_epochs INTEGER, steps_per_epoch INTEGER, device TEXT
+    error TEXT, pid INTEGER, epoch INTEGER, total_epochs INTEGER, steps_per_epoch INTEGER, device TEXT,
+    pid_started REAL, host TEXT
 );
 CREATE TABLE IF NOT EXISTS study_trials (
     study TEXT NOT NULL, run_id TEXT NOT NULL, trial INTEGER NOT NULL, params TEXT NOT NULL, state TEXT NOT NULL,
@@ -52,6 +61,11 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 ACTIVE = ("queued", "running", "paused")
+HOST = socket.gethostname()
+# the last epoch whose scalars are recorded: what `show` counts, ahead of the checkpointed `runs.epoch` while it trains
+RECORDED_EPOCH = (
+    "(SELECT m.epoch FROM metrics m WHERE m.run_id = r.id AND m.scope = 'epoch' ORDER BY m.id DESC LIMIT 1)"
+)
 
 
 class RunNotFound(KeyError):
@@ -59,33 +73,57 @@ class RunNotFound(KeyError):
         return self.args[0]
 
 
+class StoreError(RuntimeError):
+    """The store cannot be opened or written: a damaged file, a read-only folder or a full disk.
+
+    Its message names the file and says what to do; the CLI and the app show it instead of a traceback.
+    `kind`: "damaged", "full", "read-only" or "unreadable"."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class RunStore(PerSampleArrays, StudyTrials):
     """Reader and writer of one kdlib home folder."""
 
     def __init__(self, home: str | os.PathLike | None = None) -> None:
-        self.home = kdlib_home(home)
+        self.home = home_path(home)
         self.path = self.home / "store.sqlite"
+        try:
+            kdlib_home(self.home)
+        except OSError as error:
+            raise store_error(error, self.path) or error from None
         with self._connect() as db:
             db.executescript(SCHEMA)
             _add_column(db, "metrics", "time REAL")  # stores made before metrics had their time
             _add_column(db, "samples", "file TEXT")  # stores made when each array had its own .npy
+            _add_column(db, "runs", "pid_started REAL")  # stores made before runs knew their process
+            _add_column(db, "runs", "host TEXT")
 
     @contextmanager
     def _connect(self, connection: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
-        """A connection in a transaction: a new one, or `connection` (a writer's own, kept open)."""
-        if connection is not None:
-            with connection:
-                yield connection
-            return
-        db = sqlite3.connect(self.path, timeout=30)
+        """A connection in a transaction: a new one, or `connection` (a writer's own, kept open).
+
+        An error that says the store is damaged, read-only or full becomes a StoreError."""
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.row_factory = sqlite3.Row
-            with db:
-                yield db
-        finally:
-            db.close()
+            if connection is not None:
+                with connection:
+                    yield connection
+                return
+            db = sqlite3.connect(self.path, timeout=30)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.row_factory = sqlite3.Row
+                with db:
+                    yield db
+            finally:
+                db.close()
+        except (sqlite3.DatabaseError, OSError) as error:
+            if (explained := store_error(error, self.path)) is None:
+                raise
+            raise explained from error
 
     def run_dir(self, run_id: str) -> Path:
         return self.home / run_id
@@ -95,12 +133,17 @@ class RunStore(PerSampleArrays, StudyTrials):
     def create_run(self, config, kind: str = "student", name: str | None = None) -> str:
         """Register a run as queued, with its config saved beside it; returns its id."""
         run_id = f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-        self.run_dir(run_id).mkdir(parents=True)
-        (self.run_dir(run_id) / "config.yaml").write_text(config.to_yaml())
+        try:
+            self.run_dir(run_id).mkdir(parents=True)
+            (self.run_dir(run_id) / "config.yaml").write_text(config.to_yaml())
+        except OSError as error:
+            shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+            raise store_error(error, self.run_dir(run_id)) or error from None
         with self._connect() as db:
+            # the process that registers a run runs it or starts its worker (which then records itself)
             db.execute(
-                "INSERT INTO runs (id, name, kind, method, config, status, created, total_epochs) "
-                "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                "INSERT INTO runs (id, name, kind, method, config, status, created, total_epochs, pid, pid_started, "
+                "host) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     name or config.run_name(),
@@ -109,31 +152,34 @@ class RunStore(PerSampleArrays, StudyTrials):
                     config.to_yaml(),
                     time.time(),
                     config.epochs,
+                    os.getpid(),
+                    process_start(os.getpid()),
+                    HOST,
                 ),
             )
         return run_id
 
     def run(self, run_id: str) -> dict:
+        """A run's row: `epoch` is its last recorded epoch (0-based), `checkpoint_epoch` its last checkpointed one.
+
+        A queued, running or paused run whose process has ended reads (and is recorded) `failed`."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = db.execute(
+                f"SELECT *, {RECORDED_EPOCH} AS recorded_epoch FROM runs r WHERE id = ?", (run_id,)
+            ).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r} in {self.home}; `python -m kdlib ls` lists the runs")
         run = dict(row)
-        if run["status"] in ("running", "paused") and run["pid"] and not _alive(run["pid"]):
-            error = (
-                f"the run's process (pid {run['pid']}) ended without reporting; what it printed is in "
-                f"{self.run_dir(run_id) / 'worker.log'}; `python -m kdlib resume {run_id}` continues it"
-            )
-            self.update_run(run_id, status="failed", error=error, ended=time.time())
-            run.update(status="failed", error=error)
+        run.update(checkpoint_epoch=run["epoch"], epoch=run.pop("recorded_epoch"))
+        run.update(self._reconciled(run) or {})
         return run
 
     def runs(self, kind: str | None = None) -> pd.DataFrame:
-        """Every run, newest first, with its last epoch's test accuracy when it has one."""
+        """Every run, newest first, with its last epoch's test accuracy when it has one; live runs checked as in run()."""
         query = (
-            "SELECT r.id, r.name, r.kind, r.method, r.status, r.epoch, r.total_epochs, r.created, r.started, "
-            "r.ended, r.error, (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'test.acc' "
-            "ORDER BY m.id DESC LIMIT 1) AS test_acc FROM runs r"
+            f"SELECT r.id, r.name, r.kind, r.method, r.status, {RECORDED_EPOCH} AS epoch, r.total_epochs, r.created, "
+            "r.started, r.ended, r.error, (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'test.acc' "
+            "ORDER BY m.id DESC LIMIT 1) AS test_acc, r.pid, r.pid_started, r.host FROM runs r"
         )
         with self._connect() as db:
             frame = pd.read_sql_query(
@@ -141,8 +187,55 @@ class RunStore(PerSampleArrays, StudyTrials):
                 db,
                 params=(kind,) if kind else None,
             )
+        for i in frame.index[frame.status.isin(ACTIVE)]:
+            if fixed := self._reconciled(frame.loc[i].to_dict()):
+                frame.loc[i, list(fixed)] = list(fixed.values())
         frame["epochs_done"] = (frame["epoch"] + 1).fillna(0).astype(int)  # `epoch` is the last finished, 0-based
-        return frame
+        return frame.drop(columns=["pid_started", "host"])
+
+    def set_process(self, run_id: str, pid: int | None = None, **fields) -> None:
+        """Record the process that runs `run_id` (default: this one), with other fields in the same write."""
+        pid = pid or os.getpid()
+        self.update_run(run_id, pid=pid, pid_started=process_start(pid), host=HOST, **fields)
+
+    def _reconciled(self, run: dict) -> dict | None:
+        """For an active run whose process has ended: its status, error and end as now recorded (failed)."""
+        pid, started = run["pid"], run["pid_started"]
+        if run["status"] not in ACTIVE or pd.isna(pid) or run["host"] not in (None, HOST):
+            return None  # no process recorded (an older store), or one on another machine
+        now = process_start(int(pid))
+        if now is not None and (pd.isna(started) or now == started):
+            return None
+        log = self.run_dir(run["id"]) / "worker.log"
+        error = (
+            f"{ENDED_WITHOUT_REPORTING} (pid {int(pid)}); `python -m kdlib resume {run['id']}` continues it from its "
+            "last checkpoint"
+        )
+        if tail := _tail(log):
+            error += f". The last lines of {log}:\n{tail}"
+        elif log.exists():
+            error += f"; it printed nothing to {log}"
+        fixed = {"status": "failed", "error": error, "ended": time.time()}
+        try:
+            with self._connect() as db:
+                # only if nothing changed since it was read: the run may have ended, or been resumed, meanwhile
+                changed = db.execute(
+                    "UPDATE runs SET status = ?, error = ?, ended = ? WHERE id = ? AND status IN (?, ?, ?) "
+                    "AND pid = ? AND pid_started IS ?",
+                    (*fixed.values(), run["id"], *ACTIVE, int(pid), None if pd.isna(started) else started),
+                ).rowcount
+                if changed:
+                    db.execute(
+                        "INSERT INTO events (run_id, time, kind, message) VALUES (?, ?, 'failed', ?)",
+                        (run["id"], fixed["ended"], error),
+                    )
+                else:
+                    fixed = dict(
+                        db.execute("SELECT status, error, ended FROM runs WHERE id = ?", (run["id"],)).fetchone()
+                    )
+        except StoreError:  # a read-only or full store: the run reads failed all the same
+            pass
+        return fixed
 
     def latest_run_id(self, kind: str | None = "student") -> str:
         frame = self.runs(kind)
@@ -250,6 +343,12 @@ class RunStore(PerSampleArrays, StudyTrials):
         folder = self.run_dir(run_id) / "analysis"
         return sorted(p.name.removesuffix(".csv") for p in folder.glob("*.csv"))
 
+    def discard_temporaries(self, run_id: str) -> None:
+        """Remove what a failed write left in a run's folder (a checkpoint or epoch file under a temporary
+        name): called once its writers have stopped, it also gives their space back on a full disk."""
+        for stale in self.run_dir(run_id).rglob("*.tmp"):
+            stale.unlink(missing_ok=True)
+
     def truncate(self, run_id: str, from_epoch: int) -> None:
         """Forget what a run wrote for `from_epoch` on: a resumed run writes it again."""
         self.per_sample_epochs(run_id)  # registers the epochs kept of a run written before the registry
@@ -267,18 +366,97 @@ class RunStore(PerSampleArrays, StudyTrials):
             db.execute("DELETE FROM samples WHERE run_id = ? AND epoch >= ?", (run_id, from_epoch))
 
 
-def _alive(pid: int) -> bool:
+ENDED_WITHOUT_REPORTING = "the process ended without reporting"
+_PROC = os.path.exists("/proc/self/stat")
+
+
+def process_start(pid: int) -> float | None:
+    """When process `pid` started, or None if it has ended (a zombie nobody waited for has ended too).
+
+    With the pid it names one process: a pid handed out again later has another start. Linux: field 22
+    of /proc/<pid>/stat (clock ticks after boot); elsewhere psutil's create_time, else 0.0 while the pid
+    answers a signal (the pid alone, then)."""
+    if _PROC:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                state, *fields = stat.read().rsplit(b")", 1)[1].split()  # the name in (...) may hold spaces
+        except OSError:
+            return None
+        return None if state in (b"Z", b"X") else float(fields[18])
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child that nobody waited for is a zombie: gone for our purposes
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
+        import psutil
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0.0
+    try:
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
+    except psutil.Error:
+        return None
+
+
+def _tail(path: Path, lines: int = 10, size: int = 4000) -> str:
+    """The last lines of a text file (at most `size` characters), or "" if there is none."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(file.seek(0, os.SEEK_END) - size, 0))
+            text = file.read().decode(errors="replace")
     except OSError:
-        return True
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def store_error(error: BaseException, path: Path) -> StoreError | None:
+    """What a failed open, read or write of the store at `path` means, and what to do; None for other errors."""
+    text, home, code = str(error), path.parent, getattr(error, "errno", None)
+    if "not a database" in text or "malformed" in text:
+        return StoreError(
+            f"{path} is damaged ({text}). Move it aside (`mv {path} {path}.damaged`) and kdlib starts an empty store "
+            f"there (the run folders in {home} stay on disk but are no longer listed), or use another home "
+            "(KDLIB_HOME or --home)",
+            "damaged",
+        )
+    # SQLite says "disk I/O error" when it cannot grow the files beside the database (-wal, -shm) on a full disk
+    if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in text or ("I/O error" in text and _nearly_full(home)):
+        return StoreError(
+            f"{path}: the disk is full ({text}). Free space on it (`df -h {home}` shows how much is left), then "
+            "`python -m kdlib resume RUN` continues a run that failed for it",
+            "full",
+        )
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "unable to open" in text:
+        if code == errno.EROFS or _read_only_disk(home):
+            why = "is on a read-only file system"
+        elif home.is_dir() and not os.access(home, os.W_OK):
+            why = "is in a read-only folder"
+        else:
+            why = "cannot be opened or written"
+        return StoreError(
+            f"{path} {why} ({text}). Make {home} writable, or keep runs elsewhere: set KDLIB_HOME or pass --home "
+            "with a folder you can write",
+            "read-only",
+        )
+    if "I/O error" in text:
+        return StoreError(f"{path} cannot be read or written ({text}); check the disk it is on", "unreadable")
+    return None
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
+def _read_only_disk(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
