@@ -11,9 +11,12 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` from another folder
 
 import streamlit as st  # noqa: E402
 
-from app.common import PAGES  # noqa: E402
+from app.common import PAGES, refuse_other_machines  # noqa: E402
 
-st.set_page_config(page_title="KD Explorer", page_icon=":material/school:", layout="wide")
+# An emoji icon is drawn by the browser; a :material/...: one would be fetched from fonts.gstatic.com.
+st.set_page_config(page_title="KD Explorer", page_icon="🎓", layout="wide")
+
+refuse_other_machines()
 
 
 def _page(key: str, **kw) -> st.Page:

@@ -1,12 +1,19 @@
-"""What several pages share: the page list, query-parameter encoding, run pickers and the live run panel."""
+"""What several pages share: the page list, untrusted query parameters, Markdown escaping, run pickers and
+the live run panel."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
+import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 import yaml
+from streamlit.logger import get_logger
 
 from kdlib import RunStore, viz
 from kdlib.data import DATASETS, load_data
@@ -52,6 +59,100 @@ def decode(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def escape(text: Any) -> str:
+    """`text` shown as it is in Markdown: a run name, a link's value or an error text makes no link, image,
+    emphasis, maths or HTML (CommonMark lets a backslash escape any ASCII punctuation)."""
+    return _PUNCTUATION.sub(r"\\\1", str(text))
+
+
+def bad_link(name: str, raw: str, used: str | None) -> None:
+    """The one warning for a query parameter that could not be used as it was; the address is corrected."""
+    instead = "ignoring it" if used is None else f"using {escape(used)} instead"
+    st.warning(f"The address asks for {escape(name)} = {escape(raw)}, which this page cannot use; {instead}.")
+
+
+def query_param(
+    name: str,
+    default: Any,
+    *,
+    options=None,
+    low: float | None = None,
+    high: float | None = None,
+    format_func: Callable[[Any], str] = str,
+) -> Any:
+    """The query parameter `name`, typed like `default` (a string when it is None), among `options` or clipped to
+    [low, high]. A link is untrusted: a value that is not of the type, not finite, out of range or not an option
+    (an unknown or deleted run) becomes `default` (or the bound), with `bad_link`'s warning."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return default
+    cast = str if default is None else type(default)
+    try:
+        value = cast(raw)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None
+    used = default
+    if value is not None and options is not None:
+        used = value if value in options else default
+    elif value is not None:
+        used = cast(min(max(value, -math.inf if low is None else low), math.inf if high is None else high))
+    if used != value:
+        bad_link(name, raw, None if used is None else format_func(used))
+        if used is None:
+            del st.query_params[name]
+        else:
+            st.query_params[name] = encode(used)
+    return used
+
+
+def query_list(name: str, options, cast: Callable[[str], Any] = str) -> list | None:
+    """A comma-separated query parameter's items that are among `options` (None when it is missing or none is);
+    unknown or unreadable items are dropped with `bad_link`'s warning."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return None
+    items, kept = [t for t in raw.split(",") if t], []
+    for text in items:
+        try:
+            value = cast(text)
+        except (TypeError, ValueError):
+            continue
+        if value in options and value not in kept:
+            kept.append(value)
+    if len(kept) != len(items):
+        bad_link(name, raw, ",".join(map(str, kept)) or None)
+        st.query_params[name] = ",".join(map(str, kept))
+    return kept or None
+
+
+def refuse_other_machines() -> None:
+    """Stop with a page that says how to open the app when the visitor is another machine: app/.streamlit/
+    config.toml listens on 127.0.0.1, but a flag or STREAMLIT_SERVER_ADDRESS can override it. The app starts runs
+    and deletes files with no login; KDLIB_APP_ALLOW_REMOTE=1 serves everyone when something else guards it."""
+    ip = st.context.ip_address  # the TCP peer; None for 127.0.0.1 and ::1, not a string under AppTest
+    if not isinstance(ip, str) or os.environ.get("KDLIB_APP_ALLOW_REMOTE") == "1":
+        return
+    try:
+        address = ipaddress.ip_address(ip.split("%")[0])
+        if (getattr(address, "ipv4_mapped", None) or address).is_loopback:
+            return
+    except ValueError:
+        pass  # not an address: refused too
+    get_logger("kdlib.app").warning("refused a visitor from %s: the app serves only the machine it runs on", ip)
+    st.error(
+        "KD Explorer serves only the machine it runs on: it starts runs and deletes files, with no login. "
+        "Open it there, or from your machine through an SSH tunnel (`ssh -L 8501:127.0.0.1:8501 HOST`, then "
+        "localhost:8501 in your browser). Start it without `--server.address` (it then listens on 127.0.0.1 only), or set "
+        "`KDLIB_APP_ALLOW_REMOTE=1` if something else guards the network."
+    )
+    st.stop()
 
 
 def query() -> dict[str, Any]:
@@ -111,18 +212,21 @@ def run_label(runs, run_id: str) -> str:
     return f"{row['name']} · {row['status']} · {run_id}"
 
 
-def pick_run(runs, label: str, key: str, param: str = "run", **kwargs) -> str | None:
-    """A selectbox over `runs` (a store frame) that starts at the query parameter `param` and writes it back."""
+def pick_run(runs, label: str, key: str, param: str = "run", default: str | None = None, **kwargs) -> str | None:
+    """A selectbox over `runs` (a store frame) that starts at the query parameter `param` (else at `default`, else
+    the newest run) and writes it back; an unknown or deleted run in the link gets the link warning."""
     if runs.empty:
         return None
     ids = runs.id.tolist()
     if st.session_state.get(key) not in ids:
         st.session_state.pop(key, None)  # its run was deleted
-    wanted = st.query_params.get(param)
+    wanted = query_param(
+        param, default if default in ids else ids[0], options=ids, format_func=lambda i: run_label(runs, i)
+    )
     run_id = st.selectbox(
         label,
         ids,
-        index=ids.index(wanted) if wanted in ids else 0,
+        index=ids.index(wanted),
         format_func=lambda i: run_label(runs, i),
         key=key,
         **kwargs,
@@ -142,16 +246,18 @@ def run_panel(store: RunStore, run_id: str) -> str:
     Returns the run's status, or "gone" when it is no longer in the store.
     """
     if run_id not in store.runs(None).id.values:
-        st.warning(f"Run {run_id} is no longer in the store.")
+        st.warning(f"Run {escape(run_id)} is no longer in the store.")
         return "gone"
     status = handle(store, run_id).status
     run = store.run(run_id)
     epochs, steps = store.epoch_metrics(run_id), store.step_metrics(run_id)
     total = max(run["total_epochs"] or 1, 1)
-    st.progress(min(len(epochs) / total, 1.0), text=f"**{run['name']}** · {status} · epoch {len(epochs)}/{total}")
+    st.progress(
+        min(len(epochs) / total, 1.0), text=f"**{escape(run['name'])}** · {status} · epoch {len(epochs)}/{total}"
+    )
     controls(store, run_id, status)
     if run["error"]:
-        st.error(run["error"])
+        st.error(escape(run["error"]))
     shown, title = run_id, run["name"]
     if epochs.empty and steps.empty and status in ACTIVE:
         teacher = teacher_run_id(store, run_id)
@@ -209,18 +315,9 @@ def live_panel(store: RunStore, run_id: str) -> None:
     live()
 
 
-def int_param(name: str, default: int | None = None) -> int | None:
-    """An integer query parameter, or `default` when it is missing or not an integer."""
-    try:
-        return int(st.query_params.get(name, ""))
-    except ValueError:
-        return default
-
-
 def epoch_slider(epochs: list[int], key: str, label: str = "epoch") -> int:
     """A slider over a run's recorded epochs that starts at the `epoch` query parameter and writes it back."""
-    wanted = int_param("epoch")
-    start = wanted if wanted in epochs else epochs[-1]
+    start = query_param("epoch", epochs[-1], options=epochs)
     if len(epochs) == 1:
         epoch = epochs[0]
         st.caption(f"{label}: {epoch} (the only one recorded)")
@@ -247,14 +344,6 @@ def clicked_sample(event) -> int | None:
 def dataset(name: str, params_json: str):
     """A run's data, loaded once per server (`config.data.name`, `config.data.model_dump_json()`)."""
     return load_data(DATASETS.get(name).Params.model_validate_json(params_json))
-
-
-def float_param(name: str, default: float, low: float, high: float) -> float:
-    """A number query parameter kept within [low, high], or `default` when it is missing or not a number."""
-    try:
-        return min(max(float(st.query_params.get(name, default)), low), high)
-    except ValueError:
-        return default
 
 
 def train_button(label: str, query: dict[str, Any], key: str) -> None:

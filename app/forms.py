@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 from pydantic.fields import FieldInfo
 
+from app.common import bad_link, escape
 from kdlib.config import parse_yaml_text, yaml_text
 from kdlib.controls import (
     SCHEDULE_KINDS,
@@ -51,7 +52,7 @@ class FieldErrors:
             if target is not None:
                 by_slot.setdefault(target, []).append(text if target == path else line)
         for target, texts in by_slot.items():
-            self.slots[target].error("\n\n".join(texts))
+            self.slots[target].error("\n\n".join(map(escape, texts)))
         return lines
 
 
@@ -67,13 +68,59 @@ def _step(value: float) -> float:
     return float(10 ** (math.floor(math.log10(abs(value))) - 1)) if value else 0.1
 
 
-def field_widget(label: str, info: FieldInfo, value: Any, key: str) -> Any:
-    """One widget for one field, starting at `value`; returns what the user set, as plain data."""
-    return control_widget(field_control(label, info), value, key)
+def _holds(control: FieldControl, value: Any) -> bool:
+    """Whether the widget of `control` can start at `value` (a link's value may be anything)."""
+    if value is None:
+        return control.optional or control.kind in ("text", "list", "section")
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if control.kind == "choice":
+        return value in control.choices
+    if control.kind == "boolean":
+        return isinstance(value, bool)
+    if control.kind == "integer":
+        return number and isinstance(value, int) and abs(value) < 2**53
+    if control.kind == "number":
+        return number
+    if control.kind == "schedule":
+        return number or _holds_schedule(value)
+    return True  # text, list, section: a text field shows whatever it is, and the config judges it
 
 
-def control_widget(control: FieldControl, value: Any, key: str) -> Any:
-    """The widget of a `FieldControl` (any kind but schedule), starting at `value`."""
+def _holds_schedule(value: Any) -> bool:
+    """Whether the schedule editor can show `value`: a known kind whose numbers are finite numbers."""
+    start = schedule_start(value)
+    if not (isinstance(value, list) or isinstance(value, dict) and value.get("kind") == start["kind"]):
+        return False  # schedule_start would show anything else as the constant 1
+    try:
+        numbers = [first_value(start), *(float(start[k]) for k in ("start", "end", "gamma") if k in start)]
+        numbers += [float(v) for _, v in start.get("points", [])] if start["kind"] == "list" else []
+        points_text(start.get("points", []) if start["kind"] == "list" else [])
+        epochs = [start.get("start_epoch", 0), start.get("end_epoch") or 0]
+    except (TypeError, ValueError, OverflowError, AttributeError, IndexError, KeyError):
+        return False
+    whole = all(isinstance(e, int) and not isinstance(e, bool) and abs(e) < 2**53 for e in epochs)
+    return whole and all(math.isfinite(n) for n in numbers)
+
+
+def link_start(path: str, value: Any, fits: bool, default: Any, key: str) -> Any:
+    """Where a widget starts: `value`, or `default` when it does not fit, with the link warning the first time
+    the widget is drawn (later the widget keeps its own value)."""
+    if fits:
+        return value
+    if key not in st.session_state and f"{key}.kind" not in st.session_state:
+        raw = st.query_params.get(path, yaml_text(value))
+        bad_link(path, raw, yaml_text(default.model_dump(mode="json") if hasattr(default, "model_dump") else default))
+    return default
+
+
+def field_widget(label: str, info: FieldInfo, value: Any, key: str, path: str, default: Any) -> Any:
+    """One widget for one field, starting at `value` (`default` when it cannot); returns what the user set."""
+    return control_widget(field_control(label, info), value, key, path, default)
+
+
+def control_widget(control: FieldControl, value: Any, key: str, path: str, default: Any) -> Any:
+    """The widget of a `FieldControl` (any kind but schedule), starting at `value` (`default` when it cannot)."""
+    value = link_start(path, value, _holds(control, value), default, key)
     label, help_text = control.label, control.help
     if control.kind == "choice":
         options = list(control.choices)
@@ -116,12 +163,14 @@ def params_widgets(
     epochs: int,
     names=None,
     columns: int = 2,
+    fallback: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Widgets for the fields of `params` (all but `name`, or those in `names`); returns values and curves.
 
     `section` is the config path of the params (`method`, `teacher.model`); `defaults` maps
     `section.field` to a starting value (from the link or the data's preset); fields without one
-    start at the params class's default. Plain fields sit in a grid of `columns`; schedulable ones
+    start at the params class's default; a start value its widget cannot hold (a link's) is replaced by
+    `fallback`'s value for the path, else the default, with the link warning. Plain fields sit in a grid of `columns`; schedulable ones
     get a schedule editor across the width, and their curves come back for the preview.
     """
     values, curves, grid = {}, {}, []
@@ -130,8 +179,9 @@ def params_widgets(
         if names is not None and name not in names:
             continue
         path = f"{section}.{name}"
-        start = defaults.get(path, control.default)
+        start, default = defaults.get(path, control.default), (fallback or {}).get(path, control.default)
         if control.kind == "schedule":
+            start = link_start(path, start, _holds(control, start), default, f"{key}.{name}")
             values[name], curve = schedule_editor(control, start, f"{key}.{name}", epochs)
             if curve is not None:
                 curves[name] = curve
@@ -139,7 +189,7 @@ def params_widgets(
             continue
         grid = grid or list(st.columns(columns))
         with grid.pop(0):
-            values[name] = control_widget(control, start, f"{key}.{name}")
+            values[name] = control_widget(control, start, f"{key}.{name}", path, default)
             errors.slot(path)
     return values, curves
 

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 import yaml
 
-from app.common import dataset, link, pick_run
+from app.common import dataset, link, pick_run, query_param
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import (
@@ -64,12 +64,11 @@ if not epochs:
 
 cols = st.columns([3, 2])
 with cols[0]:
-    wanted = st.query_params.get("epoch")
     epoch = (
         st.select_slider(
             "epoch (the weights after this many epochs)",
             options=epochs,
-            value=int(wanted) if wanted and wanted.isdigit() and int(wanted) in epochs else epochs[-1],
+            value=query_param("epoch", epochs[-1], options=epochs),
             key=f"boundaries-epoch-{run_id}",
         )
         if len(epochs) > 1
@@ -80,11 +79,11 @@ with cols[0]:
 teacher = load_teacher(store, run_id, data)
 with cols[1]:
     options = list(COLORS) if teacher is not None else ["label"]
-    wanted = st.query_params.get("color", "soft")
+    wanted = query_param("color", options[0], options=options, format_func=COLORS.get)
     color = st.radio(
         "colour the points by",
         options,
-        index=options.index(wanted) if wanted in options else 0,
+        index=options.index(wanted),
         format_func=COLORS.get,
         horizontal=True,
         key="boundaries-color",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import clicked_sample, dataset, epoch_slider, int_param, link, pick_run
+from app.common import clicked_sample, dataset, epoch_slider, escape, link, pick_run, query_param
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.analysis import bias_variance_of_run, bias_variance_of_runs
@@ -50,14 +50,15 @@ def chart(figure, view: str) -> None:
     st.plotly_chart(figure, key=f"inspect-chart-{view}", on_select="rerun", selection_mode="points")
 
 
-def pick_sample(view: str, size: int, key: str) -> int:
-    """The sample: the clicked point when a new one was clicked, else the number input (from the link at first)."""
+def pick_sample(view: str, size: int, key: str, linked: bool) -> int:
+    """The sample: the clicked point when a new one was clicked, else the number input (from the link at first,
+    when the link's sample is of this split: `linked`)."""
     clicked = clicked_sample(st.session_state.get(f"inspect-chart-{view}"))
     if clicked is not None and clicked != st.session_state.get("inspect-clicked") and clicked < size:
         st.session_state[key] = clicked  # before the number input is drawn
     st.session_state["inspect-clicked"] = clicked
     if key not in st.session_state or st.session_state[key] >= size:
-        st.session_state[key] = min(max(int_param("sample", 0), 0), size - 1)
+        st.session_state[key] = query_param("sample", 0, low=0, high=size - 1) if linked else 0
     sample = st.number_input("sample", 0, size - 1, key=key, help="its index in the split; or click a point")
     st.query_params["sample"] = str(sample)
     return int(sample)
@@ -108,7 +109,7 @@ def bias_and_variance(run: LoadedRun, sample: int) -> None:
                 bias_variance_of_run(store, run_id, last=last)
                 st.session_state["inspect-bv-computed"] = f"bias_variance.test.last{last}"
             except ValueError as error:
-                st.error(str(error))
+                st.error(escape(error))
     with cols[1]:
         siblings = sibling_runs(store, run_id)
         others = st.multiselect("runs of the same config (other seeds)", siblings, key="inspect-bv-others")
@@ -118,7 +119,7 @@ def bias_and_variance(run: LoadedRun, sample: int) -> None:
                 names = "+".join(sorted([run_id, *others]))[:80]  # how bias_variance_of_runs names it
                 st.session_state["inspect-bv-computed"] = f"bias_variance.test.runs-{names}"
             except ValueError as error:
-                st.error(str(error))
+                st.error(escape(error))
         if not siblings:
             st.caption("No other seeds of this config in the store: train it again with another seed to compare.")
     saved = [a for a in store.analyses(run_id) if a.startswith("bias_variance.")]
@@ -184,7 +185,7 @@ def one_sample(run: LoadedRun, view: str, epoch: int, split: str, sample: int) -
         data = dataset(config.data.name, config.data.model_dump_json())
     except Exception as error:  # noqa: BLE001 - files of a downloaded set may be gone; the rest still shows
         data = None
-        right.info(f"The run's data cannot be loaded here, so its input is not shown: {error}")
+        right.info(f"The run's data cannot be loaded here, so its input is not shown: {escape(error)}")
     if data is None:
         return
     names = data.class_names or [str(k) for k in range(data.num_classes)]
@@ -203,7 +204,7 @@ def one_sample(run: LoadedRun, view: str, epoch: int, split: str, sample: int) -
         row = run.samples(epoch, split).loc[sample]
         known = {k: row[k] for k in ("p_true_student", "p_true_teacher", "p_true") if k in row}
         if known:
-            shown = ", ".join(f"{value_label(values, k)} = {v:.3f}" for k, v in known.items())
+            shown = ", ".join(f"{escape(value_label(values, k))} = {v:.3f}" for k, v in known.items())
             st.caption(f"Stored at this epoch: {shown}")
 
 
@@ -220,8 +221,6 @@ if runs.empty:
     st.info("No run with per-sample values yet. Every run records them after its first epoch: start one in Train.")
     link("train", "Train a run")
     st.stop()
-if (wanted := st.query_params.get("run")) and wanted not in runs.id.values:
-    st.warning(f"Run {wanted} is not in the store or has no per-sample values yet; showing another run.")
 run_id = pick_run(runs, "run", key="inspect-run")
 run = LoadedRun(run_id, store)
 epoch = epoch_slider(run.epochs, key=f"inspect-epoch-{run_id}")
@@ -233,15 +232,14 @@ if not views:
 
 left, right = st.columns([3, 1])
 with left:
-    wanted = st.query_params.get("view")
-    view = st.radio(
-        "view", views, index=views.index(wanted) if wanted in views else 0, format_func=VIEWS.get, horizontal=True
-    )
+    wanted = query_param("view", views[0], options=views, format_func=VIEWS.get)
+    view = st.radio("view", views, index=views.index(wanted), format_func=VIEWS.get, horizontal=True)
 split = SPLITS[view]
+linked = st.query_params.get("split", split) == split  # the sample in the address is one of this split's
 st.query_params.update(view=view, split=split)
 with right:
     size = len(train) if split == "train" else len(test["label"])
-    sample = pick_sample(view, size, key=f"inspect-sample-{run_id}-{split}")
+    sample = pick_sample(view, size, key=f"inspect-sample-{run_id}-{split}", linked=linked)
 
 if view == "rescaling":
     rescaling(run, train, sample)
@@ -256,7 +254,7 @@ st.subheader(f"Sample {sample} of the {split} split")
 try:
     one_sample(run, view, epoch, split, sample)
 except Exception as error:  # noqa: BLE001 - a view of one sample must not take the page down
-    st.warning(f"This sample's details could not be shown: {error}")
+    st.warning(f"This sample's details could not be shown: {escape(error)}")
 cols = st.columns(3)
 with cols[0]:
     link("route", "This run on its teacher's route", run=run_id, epoch=epoch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app.common import float_param, link, run_label, train_button
+from app.common import link, query_param, run_label, train_button
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import LoadedRun, pskd_rescaling, pskd_target_true, rescaling_summary, runs_with
@@ -26,9 +26,11 @@ st.markdown(
 )
 
 cols = st.columns(3)
-alpha = cols[0].slider("α_t", 0.0, 1.0, float_param("alpha", 0.5, 0, 1), 0.05, key="pskd-alpha")
-prev = cols[1].slider("p̃_g: last epoch's p(true)", 0.0, 0.99, float_param("prev", 0.9, 0, 0.99), 0.01, key="pskd-prev")
-now = cols[2].slider("p_g: p(true) now", 0.0, 0.99, float_param("p", 0.95, 0, 0.99), 0.01, key="pskd-p")
+alpha = cols[0].slider("α_t", 0.0, 1.0, query_param("alpha", 0.5, low=0, high=1), 0.05, key="pskd-alpha")
+prev = cols[1].slider(
+    "p̃_g: last epoch's p(true)", 0.0, 0.99, query_param("prev", 0.9, low=0, high=0.99), 0.01, key="pskd-prev"
+)
+now = cols[2].slider("p_g: p(true) now", 0.0, 0.99, query_param("p", 0.95, low=0, high=0.99), 0.01, key="pskd-p")
 st.query_params.update(alpha=f"{alpha:g}", prev=f"{prev:g}", p=f"{now:g}")
 
 grid = np.linspace(0, 0.99, 199)

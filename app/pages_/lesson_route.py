@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.common import link, live_panel, run_label, start_run, train_button
+from app.common import link, live_panel, query_param, run_label, start_run, train_button
 from app.common import store as open_store
 from kdlib import load_config, viz
 from kdlib.store import ACTIVE
@@ -32,10 +32,10 @@ st.markdown(
 runs = store.runs("student")
 routed = [i for i in runs.id if has_route(store, i)]
 with_anchors = [i for i in routed if "anchor_epoch" in store.epoch_metrics(i)]
-wanted = st.query_params.get("run")
 options = [*with_anchors, *(i for i in routed if i not in with_anchors)]
-if wanted in runs.id.values and wanted not in options:
-    options.insert(0, wanted)  # a demo run launched here that has not reached its route yet
+if (launched := st.query_params.get("run")) in runs.id.values and launched not in options:
+    options.insert(0, launched)  # a demo run launched here that has not reached its route yet
+wanted = query_param("run", options[0] if options else None, options=options, format_func=lambda i: run_label(runs, i))
 if not options:
     st.info("No run with a teacher's route in the store yet. Launch a small RCO run on mnist1d and watch it here.")
     if st.button("Launch the RCO demo (mnist1d, about a minute)", type="primary", key="route-lesson-launch"):
@@ -45,7 +45,7 @@ else:
     run_id = st.selectbox(
         "run",
         options,
-        index=options.index(wanted) if wanted in options else 0,
+        index=options.index(wanted),
         format_func=lambda i: run_label(runs, i),
         key="route-lesson-run",
         help="runs that follow anchors first, then any run whose teacher kept a route",

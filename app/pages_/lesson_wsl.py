@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app.common import float_param, link, run_label, train_button
+from app.common import link, query_param, run_label, train_button
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import LoadedRun, runs_with, wsl_weight
@@ -25,10 +25,10 @@ st.markdown(
 
 cols = st.columns(2)
 p_student = cols[0].slider(
-    "p_s,y: the student's p(true)", 0.01, 0.99, float_param("ps", 0.8, 0.01, 0.99), 0.01, key="wsl-ps"
+    "p_s,y: the student's p(true)", 0.01, 0.99, query_param("ps", 0.8, low=0.01, high=0.99), 0.01, key="wsl-ps"
 )
 p_teacher = cols[1].slider(
-    "p_t,y: the teacher's p(true)", 0.01, 0.99, float_param("pt", 0.6, 0.01, 0.99), 0.01, key="wsl-pt"
+    "p_t,y: the teacher's p(true)", 0.01, 0.99, query_param("pt", 0.6, low=0.01, high=0.99), 0.01, key="wsl-pt"
 )
 st.query_params.update(ps=f"{p_student:g}", pt=f"{p_teacher:g}")
 

@@ -23,13 +23,8 @@ if runs.empty:
     st.info("No student runs yet.")
     link("train", "Train a run")
     st.stop()
-if (wanted := st.query_params.get("run")) not in runs.id.values:
-    if wanted:
-        st.warning(f"Run {wanted} is not a student run of the store; showing another run.")
-    first = next((i for i in runs.id if method_views(store, i)), None)  # the newest run that has a view
-    if first is not None:
-        st.query_params["run"] = first
-run_id = pick_run(runs, "run", key="methods-run")
+first = next((i for i in runs.id if method_views(store, i)), None)  # the newest run that has a view
+run_id = pick_run(runs, "run", key="methods-run", default=first)
 views = method_views(store, run_id)
 if not views:
     st.info(

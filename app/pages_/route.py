@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import epoch_slider, link, pick_run
+from app.common import epoch_slider, escape, link, pick_run
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.analysis import route_layout
@@ -25,11 +25,7 @@ if runs.empty:
     link("train", "Train a run")
     st.stop()
 routed = [i for i in runs.id if has_route(store, i)]
-if (wanted := st.query_params.get("run")) and wanted not in runs.id.values:
-    st.warning(f"Run {wanted} is not a student run of the store; showing another run.")
-if wanted not in runs.id.values and routed:
-    st.query_params["run"] = routed[0]
-run_id = pick_run(runs, "run", key="route-run")
+run_id = pick_run(runs, "run", key="route-run", default=routed[0] if routed else None)
 if not has_route(store, run_id):
     st.info(
         "This run has no route: it has no teacher, or its teacher kept no checkpoints. Give the teacher a route "
@@ -48,7 +44,7 @@ metrics = store.epoch_metrics(run_id)
 try:
     st.plotly_chart(viz.route_map_figure(route_layout(store, run_id, up_to_epoch=epoch)), key="route-map")
 except ValueError as error:  # probe arrays of different sizes (a run written by an older kdlib)
-    st.warning(f"The route map cannot be drawn: {error}")
+    st.warning(f"The route map cannot be drawn: {escape(error)}")
 st.caption(
     "Numbers on the map count completed epochs: the student's point n is its state after slider epoch n - 1 "
     "(epochs count from 0, as in the curves below)."

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from app.common import link, pick_run, run_label, train_query
+from app.common import escape, link, pick_run, query_list, query_param, run_label, train_query
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.store import ACTIVE
@@ -33,8 +33,7 @@ st.dataframe(
 
 st.subheader("Compare")
 ids = runs.id.tolist()
-wanted = [i for i in st.query_params.get("runs", "").split(",") if i in ids]
-default = wanted or runs[runs.kind == "student"].id.head(3).tolist() or ids[:1]
+default = query_list("runs", ids) or runs[runs.kind == "student"].id.head(3).tolist() or ids[:1]
 start = {"default": default}
 if "runs-compare" in st.session_state:  # keep the widget's own state, less deleted runs
     st.session_state["runs-compare"], start = [i for i in st.session_state["runs-compare"] if i in ids], {}
@@ -43,11 +42,12 @@ st.query_params["runs"] = ",".join(chosen)
 if chosen:
     curves = {f"{runs.set_index('id').name[i]} ({i[-6:]})": store.epoch_metrics(i) for i in chosen}
     metrics = sorted({c for frame in curves.values() for c in frame.columns if c != "step"})
-    wanted_metric = st.query_params.get("metric", "test.acc")
+    metrics = metrics or ["test.acc"]
+    wanted_metric = query_param("metric", "test.acc" if "test.acc" in metrics else metrics[0], options=metrics)
     metric = st.selectbox(
         "metric",
-        metrics or ["test.acc"],
-        index=metrics.index(wanted_metric) if wanted_metric in metrics else 0,
+        metrics,
+        index=metrics.index(wanted_metric),
         key="runs-metric",
         help="any epoch scalar the runs logged: accuracy, loss terms, ECE, the method's coefficients",
     )
@@ -66,7 +66,7 @@ try:
     config = store.config(run_id)
 except ValueError as error:  # a config written by an older kdlib that no longer validates
     config = None
-    st.warning(f"This run's config no longer validates: {error}")
+    st.warning(f"This run's config no longer validates: {escape(error)}")
 cols = st.columns(3)
 with cols[0]:
     link("train", "Watch it in Train", run=run_id)
@@ -76,7 +76,7 @@ with cols[1]:
 with cols[2]:
     link("boundaries", "Its decision boundaries", run=run_id)
 if info["error"]:
-    st.error(info["error"])
+    st.error(escape(info["error"]))
 
 rename, delete = st.columns(2)
 with rename:

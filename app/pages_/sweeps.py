@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import link
+from app.common import escape, link, query_param
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.store import ACTIVE
@@ -27,8 +27,8 @@ if not studies:
     )
     st.stop()
 
-wanted = st.query_params.get("study")
-study = st.selectbox("study", studies, index=studies.index(wanted) if wanted in studies else 0, key="sweeps-study")
+wanted = query_param("study", studies[0], options=studies)
+study = st.selectbox("study", studies, index=studies.index(wanted), key="sweeps-study")
 st.query_params["study"] = study
 active = bool(store.study_trials(study).status.isin(ACTIVE).any())
 
@@ -37,14 +37,14 @@ active = bool(store.study_trials(study).status.isin(ACTIVE).any())
 def trials_view() -> None:
     trials = study_summary(store, study)
     if trials.empty:
-        st.info(f"The runs of study {study} are no longer in the store.")
+        st.info(f"The runs of study {escape(study)} are no longer in the store.")
         return
     metric, direction, params = trials.metric.iloc[0], trials.direction.iloc[0], searched_params(trials)
     best = best_trial(trials)
     counts = trials.state.value_counts()
     st.markdown(
-        f"**{len(trials)} trials** ({', '.join(f'{n} {s}' for s, n in counts.items())}), {direction} `{metric}`"
-        + (f"; best: trial {best.trial}, {metric} = {best.value:.4f}" if best is not None else "")
+        f"**{len(trials)} trials** ({', '.join(f'{n} {s}' for s, n in counts.items())}), {direction} {escape(metric)}"
+        + (f"; best: trial {best.trial}, {escape(metric)} = {best.value:.4f}" if best is not None else "")
     )
     # the final metrics, less the one that is the trial's value already
     finals = [c for c in ("val_acc", "test_acc", "test_ece") if STUDY_OUTCOMES_BY_COLUMN[c] != metric]

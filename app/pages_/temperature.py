@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app.common import encode, page, run_label, spec_query
+from app.common import encode, escape, page, query_list, query_param, run_label, spec_query
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import entropy_curve, run_logits, softmax_table
@@ -19,13 +19,6 @@ def logits_of(home: str, run_id: str):
     from kdlib import RunStore
 
     return run_logits(RunStore(home), run_id, "test")
-
-
-def number(param: str, default: float) -> float:
-    try:
-        return float(st.query_params.get(param, default))
-    except ValueError:
-        return default
 
 
 store = open_store()
@@ -48,12 +41,18 @@ teachers = teachers.loc[np.array(finished, dtype=bool)]
 sources = ["example", *teachers.id]
 # a teacher of more than two classes shows dark knowledge best; with two, the example is the better start
 rich = [i for i in teachers.id if (getattr(store.config(i).data, "num_classes", None) or 10) > 2]
-wanted = st.query_params.get("source", rich[0] if rich else "example")
+
+
+def source_label(source: str) -> str:
+    return "an example vector (a picture of a dog)" if source == "example" else run_label(teachers, source)
+
+
+wanted = query_param("source", rich[0] if rich else "example", options=sources, format_func=source_label)
 source = st.selectbox(
     "logits from",
     sources,
-    index=sources.index(wanted) if wanted in sources else 0,
-    format_func=lambda s: "an example vector (a picture of a dog)" if s == "example" else run_label(teachers, s),
+    index=sources.index(wanted),
+    format_func=source_label,
     help="a trained teacher of the store (a test sample of its data), or a fixed example",
     key="temperature-source",
 )
@@ -63,7 +62,7 @@ if source == "example":
     logits, names = EXAMPLE
     st.caption(
         "Logits of an imagined teacher for a picture of a dog: "
-        + ", ".join(f"{n} {z:g}" for n, z in zip(names, logits, strict=True))
+        + ", ".join(f"{escape(n)} {z:g}" for n, z in zip(names, logits, strict=True))
     )
 else:
     all_logits, labels, names = logits_of(str(store.home), source)
@@ -71,28 +70,28 @@ else:
         "test sample",
         min_value=0,
         max_value=len(labels) - 1,
-        value=min(int(number("sample", 0)), len(labels) - 1),
+        value=query_param("sample", 0, low=0, high=len(labels) - 1),
         key=f"temperature-sample-{source}",
         help="the index of a test sample of the teacher's data",
     )
     st.query_params["sample"] = str(sample)
     logits = all_logits[sample]
     st.caption(
-        f"Test sample {sample}: label **{names[labels[sample]]}**, the teacher predicts "
-        f"**{names[int(logits.argmax())]}**. Its logits: " + ", ".join(f"{z:.2f}" for z in logits)
+        f"Test sample {sample}: label **{escape(names[labels[sample]])}**, the teacher predicts "
+        f"**{escape(names[int(logits.argmax())])}**. Its logits: " + ", ".join(f"{z:.2f}" for z in logits)
     )
 
 cols = st.columns([3, 2])
 with cols[0]:
     temperature = st.slider(
-        "temperature T", 0.5, 20.0, value=min(max(number("T", 4.0), 0.5), 20.0), step=0.5, key="temperature-T"
+        "temperature T", 0.5, 20.0, value=query_param("T", 4.0, low=0.5, high=20.0), step=0.5, key="temperature-T"
     )
 with cols[1]:
-    wanted = [t for t in (st.query_params.get("compare") or "1").split(",") if t]
+    wanted = query_list("compare", COMPARE, cast=float)
     others = st.multiselect(
         "compare with",
         COMPARE,
-        default=[t for t in COMPARE if f"{t:g}" in wanted],
+        default=[1.0] if wanted is None else wanted,
         format_func=lambda t: f"T = {t:g}",
         key="temperature-compare",
     )

@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from app.common import decode, encode, live_panel, query, start_run
+from app.common import decode, encode, escape, live_panel, query, query_param, start_run
 from app.common import store as open_store
-from app.forms import FieldErrors, field_widget, params_widgets
+from app.forms import FieldErrors, field_widget, link_start, params_widgets
 from kdlib import viz
 from kdlib.config import ConfigError, OptimizerSection, RunConfig, TrainingSection
 from kdlib.data import DATASETS
@@ -101,24 +101,26 @@ def starting_values(data: str, initial: dict[str, Any]) -> dict[str, Any]:
 
 
 def choice(label: str, options: list[str], path: str, start: dict, key: str, errors: FieldErrors, **kw) -> str:
-    wanted = start.get(path)
-    value = st.selectbox(
-        label, options, index=options.index(wanted) if wanted in options else 0, key=f"{key}:{path}", **kw
-    )
+    wanted, default = start.get(path, options[0]), base.get(path, options[0])
+    wanted = link_start(path, wanted, wanted in options, default, f"{key}:{path}")
+    value = st.selectbox(label, options, index=options.index(wanted), key=f"{key}:{path}", **kw)
     errors.slot(path)
     return value
 
 
 def number(label: str, section: type, field: str, path: str, start: dict, key: str, errors: FieldErrors) -> Any:
     info = section.model_fields[field]
-    value = field_widget(label, info, start.get(path, info.get_default(call_default_factory=True)), f"{key}:{path}")
+    default = base.get(path, info.get_default(call_default_factory=True))
+    value = field_widget(label, info, start.get(path, default), f"{key}:{path}", path, default)
     errors.slot(path)
     return value
 
 
 def model_form(role: str, path: str, start: dict, key: str, errors: FieldErrors, epochs: int) -> dict:
     name = choice(f"{role} model", MODELS.names(), path, start, key, errors, help=f"the {role}'s architecture")
-    values, _ = params_widgets(MODELS.get(name).Params, path, start, f"{key}:{path}.{name}", errors, epochs)
+    values, _ = params_widgets(
+        MODELS.get(name).Params, path, start, f"{key}:{path}.{name}", errors, epochs, fallback=base
+    )
     return {"name": name, **values}
 
 
@@ -150,15 +152,16 @@ left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Data")
     names = [*EMBEDDED, *(n for n in DATASETS.names() if n not in EMBEDDED)]
+    wanted = initial.get("data", names[0])
     data_name = st.selectbox(
         "dataset",
         names,
-        index=names.index(initial.get("data")) if initial.get("data") in names else 0,
+        index=names.index(link_start("data", wanted, wanted in names, names[0], "train:data")),
         key="train:data",
         help="toy2d, mnist1d and digits are generated or bundled; the image sets read files from `root`",
     )
     errors.slot("data")
-    start = starting_values(data_name, initial)
+    start, base = starting_values(data_name, initial), preset(data_name)  # base: where a bad link value goes
     key = f"train:{data_name}"
 with right:
     st.subheader("Training")
@@ -185,7 +188,7 @@ with right:
     method = METHODS.get(method_name)
     st.caption(summary(method))
     method_values, curves = params_widgets(
-        method.Params, "method", start, f"{key}:method.{method_name}", errors, epochs_for_preview
+        method.Params, "method", start, f"{key}:method.{method_name}", errors, epochs_for_preview, fallback=base
     )
     if curves:
         st.markdown("**Schedule preview**: each coefficient at every epoch")
@@ -194,9 +197,13 @@ with right:
 with left:
     data_params = DATASETS.get(data_name).Params
     main_fields = [f for f in data_params.model_fields if f != "name" and f not in ADVANCED_DATA]
-    data_values, _ = params_widgets(data_params, "data", start, f"{key}:data", errors, 1, names=main_fields)
+    data_values, _ = params_widgets(
+        data_params, "data", start, f"{key}:data", errors, 1, names=main_fields, fallback=base
+    )
     with st.expander("splits and seeds of the data"):
-        more, _ = params_widgets(data_params, "data", start, f"{key}:data", errors, 1, names=ADVANCED_DATA)
+        more, _ = params_widgets(
+            data_params, "data", start, f"{key}:data", errors, 1, names=ADVANCED_DATA, fallback=base
+        )
     data_section = {"name": data_name, **data_values, **more}
     st.subheader("Student")
     student = model_form("student", "student", start, key, errors, epochs_for_preview)
@@ -250,7 +257,7 @@ if teacher is not None:
     specs["teacher.model"] = MODELS.get(teacher["model"]["name"]).Params
 written = {k: decode(encode(v)) for k, v in changed(form, data_name, specs).items() if v is not None}
 st.session_state["train.written"] = written
-run_param = st.query_params.get("run")
+run_param = query_param("run", None, options=set(store.runs(None).id))
 st.query_params.from_dict({**{k: encode(v) for k, v in written.items()}, **({"run": run_param} if run_param else {})})
 
 st.divider()
@@ -259,7 +266,7 @@ try:
 except ConfigError as error:
     config, problems = None, errors.show(str(error))
 if problems:
-    st.error("Fix these before starting:\n\n" + "\n".join(f"- `{line}`" for line in problems))
+    st.error("Fix these before starting:\n\n" + "\n".join(f"- {escape(line)}" for line in problems))
 cols = st.columns([1, 3])
 if cols[0].button("Start", type="primary", disabled=config is None, width="stretch", key="train-start"):
     st.query_params["run"] = start_run(store, config)
@@ -267,5 +274,5 @@ if config is not None:
     with cols[1].expander("the run's config as YAML (for `python -m kdlib run`)"):
         st.code(config.to_yaml(), language="yaml")
 
-if run_id := st.query_params.get("run"):
+if run_id := st.query_params.get("run"):  # checked above, or a run this click started
     live_panel(store, run_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,11 @@ def open_page(page: str | None = None, **query: str) -> AppTest:
         app.switch_page(f"pages_/{page}.py").run()
     assert not app.exception, [e.value for e in app.exception]
     return app
+
+
+def shown(markdown: str) -> str:
+    """The text a reader sees of Markdown that `app.common.escape` wrote (its backslashes gone)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def figures(app: AppTest) -> list[dict]:

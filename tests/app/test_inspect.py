@@ -113,7 +113,7 @@ def test_bias_and_variance_over_the_last_epochs_and_across_seeds(tiny):
 
 def test_a_run_that_does_not_exist_shows_another(methods):
     app = open_page("inspect", run="20200101-000000-abcdef")
-    assert "is not in the store" in app.warning[0].value and figures(app)
+    assert "which this page cannot use" in app.warning[0].value and figures(app)
 
 
 @pytest.mark.parametrize(

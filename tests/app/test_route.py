@@ -6,7 +6,7 @@ import numpy as np
 
 from kdlib.events import EpochEnded, RunEnded
 from kdlib.store import RunStore, StoreSink
-from tests.app.conftest import figures, open_page
+from tests.app.conftest import figures, open_page, shown
 
 
 def test_an_empty_store_points_to_train():
@@ -41,7 +41,7 @@ def test_a_run_without_a_route_says_how_to_get_one(methods):
 
 def test_a_run_that_does_not_exist_shows_a_run_with_a_route(methods):
     app = open_page("route", run="nope")
-    assert "not a student run" in app.warning[0].value and len(figures(app)) >= 2
+    assert "run = nope, which this page cannot use" in shown(app.warning[0].value) and len(figures(app)) >= 2
 
 
 def test_a_moving_teacher_draws_its_own_path(tiny):

@@ -11,7 +11,7 @@ from kdlib.methods import METHODS
 from kdlib.runner import RunHandle
 from kdlib.store import RunStore, StoreSink
 from kdlib.teachers import teacher_run_config
-from tests.app.conftest import figures, open_page
+from tests.app.conftest import figures, open_page, shown
 
 
 def widget(app, key: str):
@@ -59,7 +59,7 @@ def test_a_temperature_schedule_below_zero_is_refused_next_to_the_field():
     app.selectbox(key="train:toy2d:method.kd.temperature.kind").set_value("linear").run()
     app.number_input(key="train:toy2d:method.kd.temperature.linear.e").set_value(-1.0).run()
     assert not app.exception
-    errors = [e.value for e in app.error]
+    errors = [shown(e.value) for e in app.error]
     assert "every value must be > 0; this schedule reaches -1.0" in errors  # under the schedule editor
     assert any(e.startswith("Fix these before starting") and "method.temperature" in e for e in errors)
     assert app.button(key="train-start").disabled
@@ -69,7 +69,7 @@ def test_a_bad_list_and_a_bad_number_are_named_by_their_fields():
     app = open_page("train")
     app.text_input(key="train:toy2d:student.mlp.hidden").input("4, wide").run()
     app.number_input(key="train:toy2d:epochs").set_value(0).run()
-    errors = " ".join(e.value for e in app.error)
+    errors = " ".join(shown(e.value) for e in app.error)
     assert "student.hidden" in errors and "epochs: Input should be greater than or equal to 1" in errors
     assert not app.exception and app.button(key="train-start").disabled
 
