@@ -21,6 +21,7 @@ trains), a method the data cannot serve, a device this machine lacks.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 from kdlib.config import ConfigError, DuplicateKey, RunConfig, apply_overrides, load_yaml
 from kdlib.data import DATASETS
 from kdlib.methods import METHODS
-from kdlib.models import MODELS
+from kdlib.models import MODELS, build_model
 from kdlib.plugins import import_user_code, missing_sources
 from kdlib.registry import Registry
 from kdlib.spec import FOLDER, RESOLVER, NamedSection, Spec, resolve_in, shown
@@ -84,7 +85,48 @@ def door_problems(config: RunConfig) -> list[str]:
         problems += _route_beyond("output.route.epochs", config.output.route.epochs, config.epochs, "epochs")
     if config.teacher is not None and method.needs_teacher:
         problems += _teacher_problems(config)
-    return problems + _device_problems(config.device)
+    return problems + _model_problems(config) + _device_problems(config.device)
+
+
+def _model_problems(config: RunConfig) -> list[str]:
+    """Models that cannot take the data's samples, and feature taps the method needs that they lack."""
+    shape = getattr(config.data, "sample_shape", lambda: None)()
+    if shape is None:
+        return []
+    teacher = config.teacher.model if config.teacher is not None and METHODS.get(config.method.name).needs_teacher else None
+    taps, problems = {}, []
+    for role, spec in (("student", config.student), ("teacher.model", teacher)):
+        taps[role], problem = (None, None) if spec is None else model_taps(spec, shape)
+        if problem:
+            problems.append(f"{role}: model {spec.name!r} cannot take the samples of data {config.data.name!r} "
+                            f"(shape {list(shape)}): {problem}")
+    check = getattr(config.method, "feature_problems", None)
+    return problems or (check(taps["student"], taps["teacher.model"]) if check else [])
+
+
+def model_taps(spec: Spec, shape: tuple[int, ...]) -> tuple[list[str] | None, str | None]:
+    """(feature taps, None) of kdlib's model built for samples of `shape` and passed two of them on the meta
+    device (no memory, no arithmetic), or (None, why it cannot take them); (None, None) where that is not
+    known here: a user's model, or one with pretrained weights to fetch."""
+    entry = MODELS.get(spec.name)
+    if not entry.__module__.startswith("kdlib.") or getattr(spec, "weights", None):
+        return None, None
+    return _model_taps(spec.name, json.dumps(spec.model_dump(mode="json"), sort_keys=True), shape)
+
+
+@functools.lru_cache(maxsize=64)  # the app validates its form at every change
+def _model_taps(name: str, params: str, shape: tuple[int, ...]) -> tuple[list[str] | None, str | None]:
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # no run's random numbers change
+            model = build_model(MODELS.get(name).Params.model_validate(json.loads(params)), shape, 10).eval()
+            model(torch.empty((2, *shape)))
+    except NotImplementedError:  # an operation without a meta kernel: unknown here, the run will tell
+        return None, None
+    except Exception as error:  # noqa: BLE001 - whatever the model raises for these samples, the run would raise
+        return None, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return list(getattr(model, "feature_taps", {})), None
 
 
 def _teacher_problems(config: RunConfig) -> list[str]:

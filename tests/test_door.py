@@ -200,6 +200,34 @@ def test_uda_pkd_without_a_target_domain_is_refused():
     assert validate_config(tiny_config(method={"name": "uda_pkd"}, data={"name": "domain_pair", "preset": "toy2d_shift"}))
 
 
+def test_a_model_that_cannot_take_the_data_is_refused():
+    assert refusal(student={"name": "cnn2d"}) == (
+        "student: model 'cnn2d' cannot take the samples of data 'toy2d' (shape [2]): model 'cnn2d' takes images of "
+        "shape [C, H, W]; the data has samples of shape [2]"
+    )
+    deep = {"name": "cnn2d", "channels": [8, 8, 8, 8]}  # four poolings of an 8x8 digit
+    assert refusal(student=deep, data={"name": "digits"}).startswith(
+        "student: model 'cnn2d' cannot take the samples of data 'digits' (shape [1, 8, 8]): Given input size"
+    )
+    assert refusal(teacher__model={"name": "resnet8"}).startswith("teacher.model: model 'resnet8' cannot take")
+
+
+def test_feature_methods_need_the_taps_they_name():
+    assert refusal(method={"name": "lsskd", "taps": ["stage9"]}) == (
+        "method.taps: 'stage9' is not a feature tap of the student; it has stage1, embedding"
+    )
+    pair = {"name": "domain_pair", "preset": "toy2d_shift"}
+    assert refusal(method={"name": "uda_pkd", "feature_tap": "pool"}, data=pair) == (
+        "method.feature_tap: 'pool' is not a feature tap of the teacher; it has stage1, stage2, embedding"
+    )
+    assert refusal(method={"name": "dfa"}, student={"name": "mlp", "hidden": []}).startswith(
+        "method: 'dfa' distils stage features, and the student has no stage taps (it has embedding)"
+    )
+    assert refusal(method={"name": "dfa", "stages": [1, 3]}) == (
+        "method.stages: [1, 3], but the student has stages 1..1"
+    )
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_a_device_this_machine_lacks_is_refused():
     assert refusal(device="cuda") == "device: cuda, but torch finds no CUDA device on this machine; use device: auto or cpu"

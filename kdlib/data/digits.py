@@ -13,6 +13,9 @@ from kdlib.data.params import SplitParams
 class Params(SplitParams):
     name: Literal["digits"] = "digits"
 
+    def sample_shape(self) -> tuple[int, ...]:
+        return (1, 8, 8)
+
 
 @DATASETS.register("digits")
 class Digits:

@@ -162,11 +162,14 @@ class Params(Spec):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("preset") not in PRESETS:
-            return data
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str) or data["preset"] not in PRESETS:
+            return data  # no preset, or a value that validation refuses
         defaults, sides = PRESETS[data["preset"]]
         data = {**defaults, **{k: v for k, v in data.items() if v is not None or k not in defaults}}
-        filled = sides(data)
+        try:
+            filled = sides(data)
+        except (TypeError, AttributeError, KeyError):  # a field of the wrong type (a list for root): its check names it
+            return data
         return {
             **data,
             "source": _merge(filled["source"], data.get("source")),
@@ -184,6 +187,10 @@ class Params(Spec):
                 raise ValueError(f"{side}: {self.preset} has domains {', '.join(domains)}, not {getattr(self, side)!r}")
         return self
 
+
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """The source's: the target's samples are brought to its shape."""
+        return getattr(self.source, "sample_shape", lambda: None)()
 
     def path_problems(self, where: str) -> list[str]:
         """Files missing from either side; Office-31 and ImageCLEF-DA: the domain folders (or their archive)."""

@@ -30,6 +30,9 @@ class Params(ImageParams):
     )
     image_size: int = Field(32, ge=8, description="side of the square images (resize, then center crop)")
 
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
     def path_problems(self, where: str) -> list[str]:
         """A folder that is not there, or has no class subfolders (checked before a run starts)."""
         return [p for field in ("root", "test_root") if (p := folder_problem(getattr(self, field), f"{where}.{field}"))]

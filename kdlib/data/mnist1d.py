@@ -30,6 +30,9 @@ class Params(SplitParams):
     scale_coeff: float = Field(0.4, ge=0, description="random rescaling of each signal (mnist1d's scale_coeff)")
     generator_seed: int = Field(42, ge=0, le=MAX_SEED, description="seed of mnist1d's generator (42 is the published set)")
 
+    def sample_shape(self) -> tuple[int, ...]:
+        return (40,)
+
 
 def generate(p: Params) -> dict[str, np.ndarray]:
     """The arrays `make_dataset` returns for these params, from the cache when present."""

@@ -55,6 +55,9 @@ class TorchvisionParams(ImageParams):
     download: bool = Field(False, description="fetch the files into root when they are missing")
     test_fraction: float = Field(0.0, ge=0, le=0, description="unused: the official test split is the test split")
 
+    def sample_shape(self) -> tuple[int, ...]:
+        return _SETS[self.name].shape
+
     def path_problems(self, where: str) -> list[str]:
         """Without download, root must hold the set's files (their names checked, not their contents)."""
         s, root = _SETS[self.name], Path(self.root).expanduser()

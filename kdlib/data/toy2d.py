@@ -21,6 +21,9 @@ class Params(SplitParams):
     num_classes: int = Field(2, ge=2, le=20, description="classes (spirals and blobs only; moons and circles have 2)")
     label_noise: float = Field(0.0, ge=0, lt=1, description="share of training labels flipped to another class")
 
+    def sample_shape(self) -> tuple[int, ...]:
+        return (2,)
+
     @model_validator(mode="after")
     def _two_class_shapes(self) -> Params:
         if self.shape in ("moons", "circles") and self.num_classes != 2:

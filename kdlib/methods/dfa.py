@@ -107,6 +107,27 @@ class Params(Spec):
     search_log_every: PositiveInt = Field(5, description="record the aggregation weights every this many steps")
     search_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the held-out split and of the search's batch order")
 
+    def feature_problems(self, student_taps: list[str] | None, teacher_taps: list[str] | None) -> list[str]:
+        """Stage taps on both models, and stages the student has (the models' taps, known before anything trains)."""
+        if student_taps is None or teacher_taps is None:
+            return []
+        student = [t for t in student_taps if t.startswith("stage")]
+        teacher = [t for t in teacher_taps if t.startswith("stage")]
+        for role, stages in (("student", student), ("teacher", teacher)):
+            if not stages:
+                return [f"method: 'dfa' distils stage features, and the {role} has no stage taps (it has "
+                        f"{', '.join(student_taps if role == 'student' else teacher_taps)}); give it stages, e.g. "
+                        "a cnn or resnet, or an mlp with hidden layers"]
+        chosen = self.stages or list(range(1, len(student) + 1))
+        if max(chosen) > len(student):
+            return [f"method.stages: {chosen}, but the student has stages 1..{len(student)}"]
+        groups = teacher_groups(len(teacher), len(student))
+        used = [g for i in chosen for g in groups[i - 1]]
+        if len(used) != len(set(used)):
+            return [f"method.stages: the teacher has {len(teacher)} stages for {len(chosen)} student stages; choose "
+                    f"at most {len(teacher)} student stages"]
+        return []
+
 
 # --- pure tensor functions -----------------------------------------------------------------------
 

@@ -79,6 +79,14 @@ class Params(Spec):
         "signal (reverse / negate) for 1-D signals, plane rotation for 2-D points",
     )
 
+    def feature_problems(self, student_taps: list[str] | None, teacher_taps: list[str] | None) -> list[str]:
+        """The taps given must be the student's (its taps, known before anything trains)."""
+        unknown = [t for t in self.taps or [] if student_taps is not None and t not in student_taps]
+        if not unknown:
+            return []
+        verb = "is not a feature tap" if len(unknown) == 1 else "are not feature taps"
+        return [f"method.taps: {', '.join(map(repr, unknown))} {verb} of the student; it has {', '.join(student_taps)}"]
+
 
 def pick_transform(sample_shape: tuple[int, ...]) -> Transform:
     """The transform that suits samples of this shape (batch dim excluded)."""

@@ -108,6 +108,13 @@ class Params(Spec):
         1000, ge=0, description="target training samples on which confidence and KL are recorded each epoch"
     )
 
+    def feature_problems(self, student_taps: list[str] | None, teacher_taps: list[str] | None) -> list[str]:
+        """The feature tap must be the teacher's (the models' taps, known before anything trains)."""
+        if teacher_taps is None or self.feature_tap in teacher_taps:
+            return []
+        return [f"method.feature_tap: {self.feature_tap!r} is not a feature tap of the teacher; it has "
+                f"{', '.join(teacher_taps)}"]
+
 
 def progressive_beta(epoch: int, total_epochs: int, beta_start: float, beta_end: float) -> float:
     """beta_e = beta_0 exp(r (e - 1)), r = ln(beta_1 / beta_0) / E, for the 1-based epoch e."""
