@@ -3,6 +3,7 @@ the live run panel."""
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import json
 import math
@@ -68,6 +69,11 @@ def escape(text: Any) -> str:
     """`text` shown as it is in Markdown: a run name, a link's value or an error text makes no link, image,
     emphasis, maths or HTML (CommonMark lets a backslash escape any ASCII punctuation)."""
     return _PUNCTUATION.sub(r"\\\1", str(text))
+
+
+def plain(text: Any) -> str:
+    """`text` for a plotly title or legend, which reads <b>, <a href=...> and entities: shown as it is."""
+    return html.escape(str(text), quote=False)
 
 
 def bad_link(name: str, raw: str, used: str | None) -> None:
@@ -258,7 +264,7 @@ def run_panel(store: RunStore, run_id: str) -> str:
     controls(store, run_id, status)
     if run["error"]:
         st.error(escape(run["error"]))
-    shown, title = run_id, run["name"]
+    shown, title = run_id, plain(run["name"])
     if epochs.empty and steps.empty and status in ACTIVE:
         teacher = teacher_run_id(store, run_id)
         if teacher is not None and store.run(teacher)["status"] in ACTIVE:
@@ -267,7 +273,7 @@ def run_panel(store: RunStore, run_id: str) -> str:
                 f"Training the teacher first ({teacher_run['status']}, epoch {teacher_run['epoch'] or 0}"
                 f"/{teacher_run['total_epochs']}); it is trained once and reused by later runs."
             )
-            shown, title = teacher, f"teacher: {teacher_run['name']}"
+            shown, title = teacher, f"teacher: {plain(teacher_run['name'])}"
             epochs, steps = store.epoch_metrics(teacher), store.step_metrics(teacher)
     st.plotly_chart(viz.training_curves_figure(steps, epochs, title=title), key=f"curves-{shown}")
     scalars = viz.method_scalar_columns(epochs)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from app.common import escape, link, pick_run, query_list, query_param, run_label, train_query
+from app.common import escape, link, pick_run, plain, query_list, query_param, run_label, train_query
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.store import ACTIVE
@@ -40,7 +40,7 @@ if "runs-compare" in st.session_state:  # keep the widget's own state, less dele
 chosen = st.multiselect("runs to compare", ids, format_func=lambda i: run_label(runs, i), key="runs-compare", **start)
 st.query_params["runs"] = ",".join(chosen)
 if chosen:
-    curves = {f"{runs.set_index('id').name[i]} ({i[-6:]})": store.epoch_metrics(i) for i in chosen}
+    curves = {f"{plain(runs.set_index('id').name[i])} ({i[-6:]})": store.epoch_metrics(i) for i in chosen}
     metrics = sorted({c for frame in curves.values() for c in frame.columns if c != "step"})
     metrics = metrics or ["test.acc"]
     wanted_metric = query_param("metric", "test.acc" if "test.acc" in metrics else metrics[0], options=metrics)

@@ -161,6 +161,8 @@ with left:
         help="toy2d, mnist1d and digits are generated or bundled; the image sets read files from `root`",
     )
     errors.slot("data")
+    if initial.get("data", data_name) not in names:  # corrected above: the link's other values still count
+        initial = {**initial, "data": data_name}
     start, base = starting_values(data_name, initial), preset(data_name)  # base: where a bad link value goes
     key = f"train:{data_name}"
 with right:

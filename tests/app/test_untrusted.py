@@ -14,7 +14,7 @@ from kdlib.runner import execute
 from kdlib.store import RunStore
 from kdlib.sweep import run_sweep, sweep_section
 from kdlib.validation import validate_config
-from tests.app.conftest import open_page, shown
+from tests.app.conftest import figures, open_page, shown
 from tests.conftest import tiny_config
 
 HOSTILE = "[click](http://evil) ![x](http://evil/x.png) **bold** <b>html</b>"
@@ -88,6 +88,8 @@ def test_a_hostile_run_name_and_error_are_shown_as_text(hostile, page, query):
 def test_the_hostile_name_is_shown_where_a_run_is_watched(hostile):
     app = open_page("train", run=hostile["run"])
     assert HOSTILE in shown(app.get("progress")[0].proto.text)
+    titles = [f["layout"]["title"].get("text", "") for f in figures(app)]  # plotly reads <b> and <a href> ...
+    assert [t for t in titles if t.endswith("**bold** &lt;b&gt;html&lt;/b&gt;")] and not [t for t in titles if "<" in t]
     app = open_page("runs", run=hostile["failed"])
     assert f"it broke: {HOSTILE}" in [shown(e.value) for e in app.error]
 
@@ -186,6 +188,15 @@ def test_a_bad_query_parameter_is_corrected_with_the_one_warning(hostile, page, 
     assert app.query_params.get(name) != [raw]  # the address is corrected ...
     app.run()
     assert not app.exception and not [w for w in app.warning if "which this page cannot use" in w.value]  # ... once
+
+
+def test_a_link_with_bad_data_keeps_its_other_values_and_warns_for_each(hostile):
+    app = open_page("train", data="bogus", epochs="abc", batch_size="16")
+    assert [shown(w.value).split(",")[0] for w in app.warning] == [
+        "The address asks for data = bogus",
+        "The address asks for epochs = abc",
+    ]
+    assert app.number_input(key="train:toy2d:batch_size").value == 16
 
 
 def test_an_unknown_or_deleted_run_gets_the_same_warning_on_every_page(hostile):
