@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.common import link, page, pick_run, start_run
+from app.common import escape, link, page, pick_run, start_run
 from app.common import store as open_store
 from kdlib import load_config
 
@@ -51,7 +51,7 @@ if st.button(
     st.switch_page(page("train"), query_params={"run": start_run(store, config)})
 
 st.subheader("Runs")
-st.caption(f"Store: `{store.home}`")
+st.caption(f"Store: {escape(store.home)}")
 runs = store.runs(None)
 if runs.empty:
     st.info("No runs yet. Start the default run above, open Train, or `python -m kdlib run configs/quickstart.yaml`.")
