@@ -153,9 +153,9 @@ def refuse_other_machines() -> None:
         pass  # not an address: refused too
     get_logger("kdlib.app").warning("refused a visitor from %s: the app serves only the machine it runs on", ip)
     st.error(
-        "KD Explorer serves only the machine it runs on: it starts runs and deletes files, with no login. "
-        "Open it there, or from your machine through an SSH tunnel (`ssh -L 8501:127.0.0.1:8501 HOST`, then "
-        "localhost:8501 in your browser). Start it without `--server.address` (it then listens on 127.0.0.1 only), or set "
+        "KD Explorer serves only the machine it runs on: it starts runs and deletes files, with no login. Open it "
+        "there, or from your machine through an SSH tunnel (`ssh -L 8501:127.0.0.1:8501 HOST`, then localhost:8501 "
+        "in your browser). Start it without `--server.address` (it then listens on 127.0.0.1 only), or set "
         "`KDLIB_APP_ALLOW_REMOTE=1` if something else guards the network."
     )
     st.stop()

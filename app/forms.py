@@ -170,8 +170,8 @@ def params_widgets(
     `section` is the config path of the params (`method`, `teacher.model`); `defaults` maps
     `section.field` to a starting value (from the link or the data's preset); fields without one
     start at the params class's default; a start value its widget cannot hold (a link's) is replaced by
-    `fallback`'s value for the path, else the default, with the link warning. Plain fields sit in a grid of `columns`; schedulable ones
-    get a schedule editor across the width, and their curves come back for the preview.
+    `fallback`'s value for the path, else the default, with the link warning. Plain fields sit in a grid of
+    `columns`; schedulable ones get a schedule editor across the width, and their curves come back for the preview.
     """
     values, curves, grid = {}, {}, []
     for control in field_controls(params):
