@@ -11,6 +11,9 @@ TensorBoard files with the same names. The packages are imported only when a log
 from __future__ import annotations
 
 import json
+import queue
+import sys
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,6 +133,7 @@ class TensorBoardSink:
                 self.writer.add_scalar(f"{scope}/{key}", float(value), event.step, walltime=event.time)
             if scope == "epoch":
                 self.epoch_tags = [f"epoch/{key}" for key in event.scalars]
+                self.writer.flush()  # an epoch's scalars show in TensorBoard now, not at the writer's next flush
         elif isinstance(event, RunEnded):
             write_hparams(self.writer, self.hparams, self.epoch_tags)
             self.writer.flush()
@@ -143,8 +147,11 @@ class TensorBoardSink:
 class MLflowSink:
     """Logs the step and epoch scalars into an MLflow run as they come, the settings as its params, and its end.
 
-    The MLflow run's id is kept in the kdlib run's folder (`mlflow_run_id`), so a resumed run goes on in
-    the same MLflow run."""
+    Calls to MLflow (a server, perhaps far away) are made by a thread of the sink's own, in order, so the
+    training loop never waits for them; `close()` returns once all are made. MLflow mirrors the store:
+    its first error stops the logging and is printed (in the worker's log), and the run goes on. The
+    MLflow run's id is kept in the kdlib run's folder (`mlflow_run_id`), so a resumed run goes on in the
+    same MLflow run."""
 
     STATUS = {"done": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
 
@@ -152,9 +159,32 @@ class MLflowSink:
         from mlflow import MlflowClient
 
         self.client, self.run_dir, self.name, self.hparams = MlflowClient(tracking_uri), Path(run_dir), name, hparams
-        self.experiment, self.mlflow_run = experiment or "kdlib", None
+        self.experiment, self.mlflow_run, self.error = experiment or "kdlib", None, None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._log_all, name="kdlib-mlflow", daemon=True)
+        self._thread.start()
 
     def emit(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            print(f"kdlib: logging to MLflow stopped at its first error ({type(error).__name__}: {error}); "
+                  f"the store has every scalar: `kdlib export {self.run_dir.name} --to ...`", file=sys.stderr)
+
+    def _log_all(self) -> None:
+        while (event := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._log(event)
+                except Exception as error:  # noqa: BLE001 - told by close(); the run goes on
+                    self.error = error
+
+    def _log(self, event: Event) -> None:
         from mlflow.entities import Metric, Param
 
         if isinstance(event, RunStarted) and self.mlflow_run is None:
@@ -185,6 +215,3 @@ class MLflowSink:
         run_id = self.client.create_run(experiment_id, run_name=self.name, tags={"kdlib.run": self.run_dir.name}).info.run_id
         kept.write_text(run_id)
         return run_id
-
-    def close(self) -> None:
-        pass

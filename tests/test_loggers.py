@@ -135,4 +135,17 @@ def test_the_mlflow_sink_logs_params_scalars_and_the_end_and_a_resumed_run_goes_
     resumed = MLflowSink(tmp_path, "kd mlp on toy2d", {"method.temperature": 2.0}, None, None)
     resumed.emit(RunStarted(3, 1, 9, "cpu", 280))
     resumed.emit(RunEnded("done"))
+    resumed.close()
     assert fake_mlflow[1] == ("update", "mlflow-1", "RUNNING") and fake_mlflow[-1] == ("end", "mlflow-1", "FINISHED")
+
+
+def test_an_mlflow_failure_stops_the_logging_and_is_told_and_the_run_goes_on(fake_mlflow, tmp_path, monkeypatch,
+                                                                             capsys):
+    monkeypatch.setattr(FakeClient, "log_batch", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("no server")))
+    sink = MLflowSink(tmp_path, "run", {"lr": 0.1}, None, None)
+    sink.emit(RunStarted(3, 0, 9, "cpu", 280))
+    sink.emit(StepLogged(0, 2, {"train.loss": 0.5}))  # returns at once: the sink's thread calls MLflow
+    sink.emit(RunEnded("done"))
+    sink.close()
+    assert fake_mlflow[-1][0] == "run"  # nothing after the first error
+    assert "logging to MLflow stopped at its first error (ConnectionError: no server)" in capsys.readouterr().err
