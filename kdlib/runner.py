@@ -201,7 +201,8 @@ def _set_torch_threads(config: RunConfig, store: RunStore, run_id: str) -> None:
     threads, why = torch_threads(config, store)
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
-    store.log_event(run_id, "threads", f"{torch.get_num_threads()} torch threads ({why})")
+    threads = torch.get_num_threads()
+    store.log_event(run_id, "threads", f"{threads} torch thread{'s' if threads > 1 else ''} ({why})")
 
 
 def _shared_teacher(config: RunConfig, store: RunStore, run_id: str, train, processes: Processes):

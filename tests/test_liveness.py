@@ -62,6 +62,16 @@ def test_a_run_whose_process_ended_reads_failed_in_every_reader_with_its_log_and
     assert store.events(run_id).kind.tolist() == ["failed"]  # once, however often it is read
 
 
+def test_check_processes_records_the_ended_runs_for_readers_of_their_own(tiny):
+    store = RunStore()
+    dead = active_run(store, tiny, pid=ended_process(), pid_started=1.0)
+    alive = active_run(store, tiny)
+    store.check_processes()
+    with sqlite3.connect(store.path) as db:
+        statuses = dict(db.execute("SELECT id, status FROM runs").fetchall())
+    assert (statuses[dead], statuses[alive]) == ("failed", "running")
+
+
 def test_a_reused_pid_is_not_taken_for_the_run_s_process(tiny):
     store = RunStore()
     mine = process_start(os.getpid())

@@ -198,6 +198,14 @@ class RunStore(PerSampleArrays, StudyTrials):
         pid = pid or os.getpid()
         self.update_run(run_id, pid=pid, pid_started=process_start(pid), host=HOST, **fields)
 
+    def check_processes(self) -> None:
+        """Record failed every queued, running or paused run whose process has ended without reporting
+        (for a reader that reads `runs` in its own query, as a study's trials do)."""
+        with self._connect() as db:
+            active = db.execute("SELECT * FROM runs WHERE status IN (?, ?, ?)", ACTIVE).fetchall()
+        for run in active:
+            self._reconciled(dict(run))
+
     def _reconciled(self, run: dict) -> dict | None:
         """For an active run whose process has ended: its status, error and end as now recorded (failed)."""
         pid, started = run["pid"], run["pid_started"]
