@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,6 +102,15 @@ def test_kdlib_export_names_the_run_by_a_prefix(trained, tmp_path, capsys):
     assert (tmp_path / "out" / "samples_train.parquet").is_file()
     assert main(["export", "nope", "--to", "tensorboard", str(tmp_path / "tb"), "--home", str(store.home)]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_kdlib_export_to_parquet_imports_no_torch(trained, tmp_path):
+    store, run_id = trained
+    command = [sys.executable, "-X", "importtime", "-m", "kdlib", "export", run_id, "--to", "parquet", str(tmp_path)]
+    result = subprocess.run([*command, "--home", str(store.home)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "pyarrow" in imported and not {m for m in imported if m.split(".")[0] == "torch"}
 
 
 def test_history_is_every_epoch_s_per_sample_values_in_long_format(trained):
