@@ -327,5 +327,5 @@ def test_launch_writes_nothing_for_a_refused_config(kdlib_home):
     with pytest.raises(ConfigError, match="method.temperature: expected a finite number"):
         launch(tiny_config(method__temperature=float("inf")))
     assert not kdlib_home.exists()
-    with pytest.raises(ConfigError, match="imports: expected a list"):
+    with pytest.raises(ConfigError, match="imports: expected a list, got 'mine.py'"):
         validate_config({**tiny_config(), "imports": "mine.py"})

@@ -47,6 +47,13 @@ class SyncCounter:
         self.counting = False
 
 
+def data_for(method: str, points: dict) -> dict:
+    """The points; for a method that adapts to a target domain (uda_pkd), a pair of them as source and target."""
+    if getattr(METHODS.get(method).Params, "needs_target_domain", False):
+        return {"name": "domain_pair", "source": points, "target": points}
+    return points
+
+
 def syncs_in_later_epochs(tiny, monkeypatch, method: str, batch_size: int) -> dict[str, int]:
     store = RunStore()
     config = tiny(
@@ -55,7 +62,7 @@ def syncs_in_later_epochs(tiny, monkeypatch, method: str, batch_size: int) -> di
         batch_size=batch_size,
         optimizer={"name": "sgd", "lr": 0.05},
         probes={"log_every": 10_000},
-        data={"name": "toy2d", "n_samples": 400},
+        data=data_for(method, {"name": "toy2d", "n_samples": 400}),
     )
     # uncounted first: the teacher's training, and the teacher-output caches a run computes once
     execute(store.create_run(config), store)
