@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kdlib import __version__
 from kdlib.cli_commands import clean, cmd_export, cmd_study, cmd_sweep, resolve_run  # noqa: F401 (commands by name)
-from kdlib.store import ACTIVE, RunNotFound, RunStore
+from kdlib.store import ACTIVE, RunNotFound, RunStore, StoreError
 
 
 class ProgressSink:
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("run", help="run id or its unique prefix")
+        if name == "resume":
+            sub.add_argument("--from-scratch", action="store_true",
+                             help="train it again from epoch 0 (a run whose checkpoint is gone)")
         _home_arg(sub)
 
     sweep = commands.add_parser("sweep", help="search hyperparameters: an Optuna study whose trials are runs")
@@ -177,7 +180,11 @@ def cmd_run(args) -> int:
     store = RunStore(args.home)
     run_id = store.create_run(config, name=args.name)
     print(f"run {run_id}: {config.run_name()}  (store: {store.home})")
-    status = execute(run_id, store, extra_sinks=[ProgressSink(run_id)])
+    try:
+        status = execute(run_id, store, extra_sinks=[ProgressSink(run_id)])
+    except KeyboardInterrupt:  # Ctrl-C: recorded as stopped, after the last checkpoint
+        print(f"\nstopped; `python -m kdlib resume {run_id}` continues it", file=sys.stderr)
+        return 130
     _print_run(store, run_id)
     return 0 if status == "done" else 1
 
@@ -317,7 +324,11 @@ def cmd_control(args) -> int:
     if args.command == "resume":
         from kdlib.runner import resume
 
-        handle = resume(run_id, args.home)
+        if store.run(run_id)["status"] == "done":
+            print(f"error: run {run_id} is done; there is nothing to resume (`python -m kdlib show {run_id}`)",
+                  file=sys.stderr)
+            return 2
+        handle = resume(run_id, args.home, from_scratch=args.from_scratch)
         print(f"{run_id}: {handle.status}")
     else:
         store.request(run_id, args.command)
@@ -366,10 +377,10 @@ def cmd_app(args) -> int:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """The errors printed as one line: RunNotFound, and ConfigError once a command has imported kdlib.config
+    """The errors printed as one line: RunNotFound, StoreError, and ConfigError once a command has imported kdlib.config
     (commands that only read the store never import it, nor pydantic)."""
     config = sys.modules.get("kdlib.config")
-    return (RunNotFound, config.ConfigError) if config else (RunNotFound,)
+    return (RunNotFound, StoreError, config.ConfigError) if config else (RunNotFound, StoreError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as error:  # an except clause's tuple is evaluated when an error reaches it
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `kdlib show RUN | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush raises nothing
+        return 141
 
 
 if __name__ == "__main__":

@@ -309,6 +309,10 @@ class RunConfig(TrainingSection):
     teacher: TeacherSection | None = Field(None, description="the teacher, for methods that need one")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialization and batch order")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA, then MPS, then CPU")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads of the run's process (null: $KDLIB_THREADS if set, else the cores "
+        "shared among the runs going at once)"
+    )
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported); ignored on CPU")
     channels_last: bool = Field(
         True, description="on CUDA, convolutional students and their inputs in channels_last memory format"

@@ -122,6 +122,10 @@ def execute(
     except StopRequested:
         if main:
             store.end_run(run_id, "stopped")
+    except KeyboardInterrupt:  # Ctrl-C: the user stopped it; `kdlib resume` continues it
+        if main:
+            store.end_run(run_id, "stopped")
+        raise
     except BaseException as error:  # noqa: BLE001 - whatever happened, the run must not stay "running"
         if main:
             _record_failure(store, run_id, error)

@@ -154,6 +154,9 @@ def fit(
     except StopRequested:
         emit(RunEnded("stopped"))
         return None
+    except KeyboardInterrupt:  # Ctrl-C in a foreground run: a stop, resumable from the last checkpoint
+        emit(RunEnded("stopped"))
+        raise
     except BaseException as error:
         emit(RunEnded("failed", f"{type(error).__name__}: {error}"))
         raise

@@ -152,3 +152,50 @@ def test_app_reads_the_home_it_is_given(tmp_path, monkeypatch):
     home = Path(called["command"][called["command"].index("run") + 1])
     assert home.name == "Home.py" and home.is_file()
     assert called["command"][called["command"].index("--server.port") + 1] == "8600"
+
+
+# --- the CLI under faults: Ctrl-C, a finished run, a closed pipe, a damaged store -------------------
+
+
+def test_resume_of_a_finished_run_and_a_damaged_store_are_one_line_each(kdlib_home):
+    from kdlib.store import RunStore
+
+    run_id = stored_run(RunStore())
+    done = kdlib_cli("resume", run_id, check=False)
+    assert done.returncode == 2 and f"run {run_id} is done; there is nothing to resume" in done.stderr
+    assert "Traceback" not in done.stderr
+    (kdlib_home / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    damaged = kdlib_cli("ls", check=False)
+    assert damaged.returncode == 2 and "store.sqlite" in damaged.stderr and "Traceback" not in damaged.stderr
+
+
+def test_show_into_a_closed_pipe_ends_quietly(kdlib_home):
+    from kdlib.store import RunStore
+
+    stored_run(RunStore())
+    piped = subprocess.run(f"'{sys.executable}' -m kdlib show --config | head -c 1", shell=True, capture_output=True,
+                           text=True, timeout=120)
+    assert "BrokenPipeError" not in piped.stderr and "Traceback" not in piped.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_foreground_run_as_stopped_with_the_resume_hint(tmp_path, kdlib_home):
+    import signal
+    import time
+
+    from kdlib.store import RunStore
+
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(epochs=200, method={"name": "ce"})))
+    process = subprocess.Popen([sys.executable, "-m", "kdlib", "run", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    store = RunStore()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(store.runs()["epoch"].fillna(-1) >= 1):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    run = store.run(store.runs()["id"].iloc[0])
+    assert run["status"] == "stopped" and "KeyboardInterrupt" not in (run["error"] or "")
+    assert f"kdlib resume {run['id']}" in stderr

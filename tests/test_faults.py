@@ -289,11 +289,6 @@ def test_a_read_only_home_is_named_with_what_to_do(read_only_home):
 # --- a truncated epoch file, a deleted checkpoint --------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kdlib/store/epoch_files.py `_read_rows` must skip a short read (None and a warning), as it does for a "
-    "missing file",
-)
 def test_a_truncated_epoch_file_is_skipped_with_a_warning_and_the_other_epochs_read(tiny):
     store = RunStore()
     run_id = write_run(store, tiny)

@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,12 @@ def _read_rows(files: list[tuple[str, str, str, int | None]], index: int) -> lis
             if position is None:  # a Fortran-ordered array (kdlib never writes one): map it
                 values.append(np.array(np.load(path, mmap_mode="r")[index]))
             else:
-                values.append(np.frombuffer(os.pread(fd, row_bytes, position), dtype).reshape(dims[1:]))
+                data = os.pread(fd, row_bytes, position)
+                if len(data) < row_bytes:  # a file cut short (a disk that filled, a copy that stopped): skip its epoch
+                    warnings.warn(f"{path} is truncated; its epoch is skipped", stacklevel=2)
+                    values.append(None)
+                    continue
+                values.append(np.frombuffer(data, dtype).reshape(dims[1:]))
         return values
     finally:
         for entry in opened:

@@ -38,6 +38,7 @@ class StudyTrials:
     def study_trials(self, study: str) -> pd.DataFrame:
         """One row per trial of `study` whose run is in this store: trial, run_id, name, state, value, status
         (the run's), metric, direction, then one column per searched param (a config path)."""
+        self.check_processes()  # a trial whose process died shows failed, not running
         query = (
             "SELECT s.trial, s.run_id, r.name, s.state, s.value, r.status, s.metric, s.direction, s.params "
             "FROM study_trials s JOIN runs r ON r.id = s.run_id WHERE s.study = ? ORDER BY s.trial"
