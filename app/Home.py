@@ -11,7 +11,8 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` from another folder
 
 import streamlit as st  # noqa: E402
 
-from app.common import PAGES, refuse_other_machines  # noqa: E402
+from app.common import PAGES, escape, refuse_other_machines  # noqa: E402
+from kdlib.store import StoreError  # noqa: E402
 
 # An emoji icon is drawn by the browser; a :material/...: one would be fetched from fonts.gstatic.com.
 st.set_page_config(page_title="KD Explorer", page_icon="🎓", layout="wide")
@@ -24,10 +25,14 @@ def _page(key: str, **kw) -> st.Page:
     return st.Page(path, title=title, icon=icon, **kw)
 
 
-st.navigation(
+page = st.navigation(
     {
         "KD Explorer": [_page("home", default=True), _page("train"), _page("runs"), _page("sweeps")],
         "Look inside": [_page("inspect"), _page("route"), _page("boundaries"), _page("methods")],
         "Learn": [_page("temperature"), _page("lesson_route"), _page("lesson_pskd"), _page("lesson_wsl")],
     }
-).run()
+)
+try:
+    page.run()
+except StoreError as error:  # a damaged, read-only or full store: what to do, on whatever page met it
+    st.error(escape(str(error)))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from kdlib.runner import RunHandle, execute
 from kdlib.store import RunStore
-from tests.app.conftest import open_page
+from tests.app.conftest import HOME, open_page
 
 PAGES = {
     "train",
@@ -63,3 +64,12 @@ def test_the_button_starts_the_default_run_and_opens_train_to_watch_it():
     # "failed" while kdlib.teachers copies the weights of a stopped teacher run that has none (reported)
     assert run.wait(timeout=120) in ("stopped", "failed")
     assert set(store.runs("teacher").status) <= {"stopped", "done"}
+
+
+def test_a_damaged_store_is_explained_on_the_page(kdlib_home):
+    kdlib_home.mkdir(parents=True, exist_ok=True)
+    (kdlib_home / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    app = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not app.exception
+    shown = [e.value.replace("\\", "") for e in app.error]  # escaped Markdown, as a person reads it
+    assert any("store.sqlite is damaged" in text for text in shown), shown
