@@ -7,7 +7,7 @@ seeds 0..n-1. Wall time per epoch is the run's training time over its epochs, re
     .venv/bin/python bench/methods.py [--seeds 3] [--epochs 30] [--methods ce kd ...] [--quick]
 
 `--quick` (a check that it works, in seconds; `tests/test_bench.py`): every row, 2 seeds of 1 epoch
-on 600 samples of mnist1d, the teacher trained for 1 epoch; its numbers mean nothing.
+on 600 samples of mnist1d, the teacher trained for 1 epoch (RCO with one anchor); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,14 +45,16 @@ CONFIGS = {
     "ce (cnn1d)": ("mnist1d_ce", [CNN]), "pskd (cnn1d)": ("mnist1d_pskd", [CNN]),
 }
 QUICK_DATA, QUICK_TEACHER = "data.n_samples=600", "teacher.epochs=1"  # --quick: 420 training samples
+QUICK_METHOD = {"rco": ["method.anchors.num_anchors=1"]}  # --quick: a 1-epoch teacher's route holds one anchor
 
 
 def run_method(store: RunStore, method: str, seed: int, epochs: int, quick: bool = False) -> dict:
     name, overrides = CONFIGS[method]
     path, overrides = ROOT / "configs" / f"{name}.yaml", [*overrides, f"seed={seed}", f"epochs={epochs}"]
-    config = load_config(path, [*overrides, *([QUICK_DATA] if quick else [])])
-    if quick and config.teacher is not None:  # (teacher.epochs cannot be set on a config without a teacher)
-        config = load_config(path, [*overrides, QUICK_DATA, QUICK_TEACHER])
+    if quick:  # (teacher.epochs cannot be set on a config without a teacher)
+        with_teacher = "teacher" in yaml.safe_load(path.read_text())
+        overrides += [QUICK_DATA, *([QUICK_TEACHER] if with_teacher else []), *QUICK_METHOD.get(method, [])]
+    config = load_config(path, overrides)
     if config.teacher is not None:  # train the shared teacher outside the timed run
         from kdlib.teachers import obtain_teacher
 
