@@ -130,9 +130,18 @@ RESOLVER = "kdlib.resolver"  # the validation context's key: (kind, {name, ...pa
 FOLDER = "kdlib.folder"  # the validation context's key: the folder that relative paths start from
 
 
+def user_path(path: str) -> Path:
+    """`path` with a leading `~` or `~user` expanded; kept as written for a user this machine has not (then it
+    names no file, which the field's check says)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "Could not determine home directory"
+        return Path(path)
+
+
 def local_path(path: str, folder: str | Path | None = None) -> str:
     """`path` made absolute: a relative one starts from `folder` (the config file's), else the current folder."""
-    return str((Path(folder or Path.cwd()) / Path(path).expanduser()).resolve())
+    return str((Path(folder or Path.cwd()) / user_path(path)).resolve())
 
 
 def context_folder(info: ValidationInfo) -> Path | None:

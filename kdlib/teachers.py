@@ -22,6 +22,7 @@ from torch import nn
 from kdlib.config import ConfigError, OutputSection, RunConfig, stable_hash
 from kdlib.data.base import DataBundle
 from kdlib.models import build_model
+from kdlib.spec import Spec, user_path
 from kdlib.trainer import StopRequested
 
 
@@ -117,7 +118,7 @@ def _route_epochs(folder: Path) -> list[int]:
 def checkpoint_path(checkpoint: str, home: Path | None) -> Path | None:
     """Where `teacher.checkpoint` points: a weights file, a folder with model.pt, or a run id of the store at
     `home` (that run's folder); None when it is none of them."""
-    path = Path(checkpoint).expanduser()
+    path = user_path(checkpoint)
     if path.exists():
         return path
     return home / checkpoint if home is not None and (home / checkpoint).is_dir() else None
@@ -133,6 +134,32 @@ def checkpoint_problem(checkpoint: str, home: Path | None) -> str | None:
         return (f"teacher.checkpoint: the folder {path} has no model.pt (a run that has not finished, or another "
                 "folder); point it at a finished run or a weights file")
     return None
+
+
+def weights_problem(model: Spec, weights: Path, shape: tuple[int, ...], num_classes: int) -> str | None:
+    """Why the weights file cannot be loaded into `model` for samples of `shape` and `num_classes` classes, or
+    None; read and matched on the meta device (names and shapes, no memory, no values)."""
+    try:
+        try:
+            state = torch.load(weights, map_location="meta", weights_only=True, mmap=True)
+        except RuntimeError:  # a file of torch's legacy format, which mmap cannot read
+            state = torch.load(weights, map_location="meta", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - whatever torch says of a file that holds no weights
+        return (f"teacher.checkpoint: {weights} is not a weights file torch can load ({_first_line(error)}); give "
+                "the .pt file of a model's state_dict (torch.save), a finished run's folder, or its id")
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        net = build_model(model, shape, num_classes)
+    try:
+        net.load_state_dict(state if isinstance(state, dict) else {})
+    except RuntimeError as error:
+        detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])
+        return f"teacher.checkpoint: {weights} does not fit teacher.model ({model.name}): {detail}"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def saved_route(config: RunConfig, home: Path | None) -> tuple[list[int], str] | None:

@@ -38,9 +38,9 @@ from kdlib.methods import METHODS
 from kdlib.models import MODELS, build_model
 from kdlib.plugins import import_user_code, missing_sources
 from kdlib.registry import Registry
-from kdlib.spec import FOLDER, RESOLVER, NamedSection, Spec, resolve_in, shown
+from kdlib.spec import FOLDER, RESOLVER, NamedSection, Spec, resolve_in, shown, user_path
 from kdlib.teacher_cache import teacher_cache_refusal
-from kdlib.teachers import checkpoint_problem, saved_route
+from kdlib.teachers import checkpoint_path, checkpoint_problem, saved_route, weights_problem
 
 REGISTRIES: dict[str, Registry] = {"data": DATASETS, "model": MODELS, "method": METHODS}
 
@@ -136,12 +136,31 @@ def _teacher_problems(config: RunConfig) -> list[str]:
     elif _RUN_ID.fullmatch(t.checkpoint) and not (home / t.checkpoint).exists():
         return []  # a run of another store (`--home`): the run looks for it in its own
     else:
-        problems = [p] if (p := checkpoint_problem(t.checkpoint, home)) else []
+        problems = [p] if (p := checkpoint_problem(t.checkpoint, home) or _weights_problem(config, home)) else []
     route = saved_route(config, home)
     check_route = getattr(config.method, "route_problems", None)
     if route is not None and check_route is not None and not problems:
         problems += check_route(*route, config.epochs)
     return problems
+
+
+def _weights_problem(config: RunConfig, home: Path) -> str | None:
+    """Teacher weights that torch cannot load, or that do not fit teacher.model for this data (where the data's
+    sample shape and classes are known here, and the model is kdlib's own without pretrained weights to fetch)."""
+    model, path = config.teacher.model, checkpoint_path(config.teacher.checkpoint, home)
+    shape = getattr(config.data, "sample_shape", lambda: None)()
+    classes = getattr(config.data, "class_count", lambda: None)()
+    if shape is None or classes is None or model_taps(model, shape)[0] is None:
+        return None  # unknown here, or a model that cannot take the data: said apart
+    weights = path / "model.pt" if path.is_dir() else path
+    stat = weights.stat()
+    return _weights_problem_of(model.name, json.dumps(model.model_dump(mode="json"), sort_keys=True), str(weights),
+                               stat.st_size, stat.st_mtime_ns, shape, classes)
+
+
+@functools.lru_cache(maxsize=16)  # keyed by the file's size and time too: a file written anew is read anew
+def _weights_problem_of(name: str, params: str, weights: str, size: int, mtime: int, shape: tuple, classes: int):
+    return weights_problem(MODELS.get(name).Params.model_validate(json.loads(params)), Path(weights), shape, classes)
 
 
 def _route_beyond(field: str, epochs: list[int] | None, total: int, total_field: str) -> list[str]:
@@ -164,7 +183,7 @@ def _device_problems(device: str) -> list[str]:
 
 def _store_home() -> Path:
     """The store a run started from here would use, without creating it (`kdlib.paths.kdlib_home` makes it)."""
-    return Path(os.environ.get("KDLIB_HOME") or "runs").expanduser().resolve()
+    return user_path(os.environ.get("KDLIB_HOME") or "runs").resolve()
 
 
 def non_finite(value: Any, path: tuple = ()) -> list[str]:

@@ -36,7 +36,8 @@ numbers = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=True, allow_infinity=True),
 )
-scalars = st.one_of(numbers, st.booleans(), st.none(), st.text(max_size=12), st.sampled_from(NAMES))
+PATHS = ["~nosuchuser/x.pt", "~", "/", "..", "", "a\x00b", "runs", "configs/quickstart.yaml", "20240101-120000-abcdef"]
+scalars = st.one_of(numbers, st.booleans(), st.none(), st.text(max_size=12), st.sampled_from(NAMES + PATHS))
 values = st.recursive(
     scalars,
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
@@ -92,7 +93,9 @@ def mutated(draw, bases=BASES, allowed=lambda path: True, values=values):
     return name, data
 
 
-FAST = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+# random examples each run (no database written into the tree); a failure prints the blob that reproduces it
+FAST = settings(max_examples=300, deadline=None, database=None, print_blob=True,
+                suppress_health_check=list(HealthCheck))
 
 
 @FAST
@@ -177,7 +180,7 @@ def clamped(config):
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, database=None, print_blob=True, suppress_health_check=list(HealthCheck))
 @given(mutated(RUNNABLE, mutable, settings_values))
 def test_an_accepted_config_does_not_fail_on_config_grounds(case):
     method, data = case

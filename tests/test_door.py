@@ -12,6 +12,7 @@ from PIL import Image
 from kdlib.__main__ import main
 from kdlib.config import ConfigError
 from kdlib.data import load_data
+from kdlib.models import MODELS, build_model
 from kdlib.runner import execute, launch
 from kdlib.store import RunStore
 from kdlib.teacher_cache import random_augmentation
@@ -151,14 +152,30 @@ def test_a_missing_teacher_checkpoint_is_refused(tmp_path, kdlib_home):
     )
 
 
+def test_teacher_weights_that_do_not_fit_the_model_or_are_no_weights_are_refused(tmp_path):
+    weights = tmp_path / "teacher.pt"
+    torch.save(build_model(MODELS.get("mlp").Params(hidden=[32, 32]), (2,), 2).state_dict(), weights)
+    assert validate_config(tiny_config(teacher__checkpoint=str(weights)))  # teacher.model: mlp [32, 32]
+    assert refusal(teacher__checkpoint=str(weights), teacher__model={"name": "mlp", "hidden": [16]}).startswith(
+        f"teacher.checkpoint: {weights} does not fit teacher.model (mlp): Unexpected key(s) in state_dict"
+    )
+    three = {"name": "toy2d", "shape": "blobs", "num_classes": 3}
+    assert "size mismatch for fc.weight" in refusal(teacher__checkpoint=str(weights), data=three)
+    text = write(tmp_path, "not: weights", "notes.pt")
+    assert refusal(teacher__checkpoint=str(text)).startswith(
+        f"teacher.checkpoint: {text} is not a weights file torch can load ("
+    )
+
+
 def test_a_run_id_of_another_store_is_left_to_the_run(tiny):
     assert tiny(teacher__checkpoint="20240101-120000-abcdef").teacher.checkpoint == "20240101-120000-abcdef"
 
 
 def test_rco_on_a_checkpoint_reads_its_route_files(tiny, tmp_path):
     (tmp_path / "t" / "route").mkdir(parents=True)
-    for name in ("model.pt", "route/epoch_0001.pt", "route/epoch_0003.pt"):
-        (tmp_path / "t" / name).touch()
+    torch.save(build_model(MODELS.get("mlp").Params(hidden=[32, 32]), (2,), 2).state_dict(), tmp_path / "t" / "model.pt")
+    for name in ("route/epoch_0001.pt", "route/epoch_0003.pt"):
+        (tmp_path / "t" / name).touch()  # only their names are read before the run
     anchors = {"kind": "list", "teacher_epochs": [2, 3]}
     assert refusal(method={"name": "rco", "anchors": anchors}, teacher__checkpoint=str(tmp_path / "t")).startswith(
         f"method.anchors.teacher_epochs: 2 is not on the teacher's route (the route files of teacher.checkpoint "
@@ -184,6 +201,12 @@ def test_data_files_and_folders_that_do_not_exist_are_refused(tmp_path):
     assert office.startswith(f"data.root: no folder {tmp_path}/amazon/images, {tmp_path}/webcam/images")
     pair = {"name": "domain_pair", "source": {"name": "toy2d"}, "target": {"name": "arrays", "path": "t.npz"}}
     assert refusal(data=pair).startswith("data.target.path: no file")
+
+
+def test_a_path_of_a_user_this_machine_has_not_is_refused_not_raised():
+    assert refusal(teacher__checkpoint="~nosuchuser/t.pt").startswith("teacher.checkpoint: ~nosuchuser/t.pt is neither")
+    assert refusal(data={"name": "image_folder", "root": "~nosuchuser"}).startswith("data.root: ~nosuchuser is not")
+    assert refusal(imports=["~nosuchuser/mine.py"]).startswith("imports: no such file")
 
 
 def test_a_reader_of_a_stored_config_is_not_refused_for_files_gone_since(tmp_path):

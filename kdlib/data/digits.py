@@ -16,6 +16,9 @@ class Params(SplitParams):
     def sample_shape(self) -> tuple[int, ...]:
         return (1, 8, 8)
 
+    def class_count(self) -> int:
+        return 10
+
 
 @DATASETS.register("digits")
 class Digits:

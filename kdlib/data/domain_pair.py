@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from kdlib.data.base import DATASETS, DataBundle, LoaderSplit, Split, TensorSplit
 from kdlib.paths import temporary_beside
-from kdlib.spec import Named, Spec
+from kdlib.spec import Named, Spec, user_path
 
 OFFICE31_DOMAINS = ("amazon", "dslr", "webcam")
 IMAGE_CLEF_DOMAINS = ("b", "c", "i", "p")
@@ -192,6 +192,9 @@ class Params(Spec):
         """The source's: the target's samples are brought to its shape."""
         return getattr(self.source, "sample_shape", lambda: None)()
 
+    def class_count(self) -> int | None:
+        return getattr(self.source, "class_count", lambda: None)()
+
     def path_problems(self, where: str) -> list[str]:
         """Files missing from either side; Office-31 and ImageCLEF-DA: the domain folders (or their archive)."""
         if self.preset in ("office31", "image_clef"):
@@ -208,10 +211,10 @@ class Params(Spec):
 def _missing_domains(p: Params) -> list[str]:
     """The domain folders of an Office-31 or ImageCLEF-DA pair that are not there (ImageCLEF's are made from its
     lists on first use, so its images folder and list count)."""
-    root = Path(p.root).expanduser()
+    root = user_path(p.root)
     missing = []
     for side, domain in ((p.source, p.source_domain), (p.target, p.target_domain)):
-        folder = Path(side.root).expanduser()
+        folder = user_path(side.root)
         ready = folder.is_dir() or (
             p.preset == "image_clef" and (root / domain).is_dir() and (root / "list" / f"{domain}List.txt").is_file()
         )

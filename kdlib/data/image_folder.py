@@ -16,6 +16,7 @@ from pydantic import Field
 
 from kdlib.data.base import DATASETS, DataBundle, Split, TensorSplit, split_indices
 from kdlib.data.torchvision_sets import ImageParams, decode, image_transforms, loader_split
+from kdlib.spec import user_path
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -33,6 +34,11 @@ class Params(ImageParams):
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
+    def class_count(self) -> int | None:
+        """The class subfolders of root (None where root is not a folder)."""
+        root = user_path(self.root)
+        return sum(p.is_dir() for p in root.iterdir()) if root.is_dir() else None
+
     def path_problems(self, where: str) -> list[str]:
         """A folder that is not there, or has no class subfolders (checked before a run starts)."""
         return [p for field in ("root", "test_root") if (p := folder_problem(getattr(self, field), f"{where}.{field}"))]
@@ -40,7 +46,7 @@ class Params(ImageParams):
 
 def folder_problem(path: str | None, field: str) -> str | None:
     """Why `path` is not a folder of class subfolders, or None."""
-    folder = None if path is None else Path(path).expanduser()
+    folder = None if path is None else user_path(path)
     if folder is None or (folder.is_dir() and any(p.is_dir() for p in folder.iterdir())):
         return None
     what = "has no class subfolders" if folder.is_dir() else "is not a folder"

@@ -33,6 +33,9 @@ class Params(SplitParams):
     def sample_shape(self) -> tuple[int, ...]:
         return (40,)
 
+    def class_count(self) -> int:
+        return 10
+
 
 def generate(p: Params) -> dict[str, np.ndarray]:
     """The arrays `make_dataset` returns for these params, from the cache when present."""

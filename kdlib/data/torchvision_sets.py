@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from kdlib.data.base import DATASETS, DataBundle, LoaderSplit, Split, TensorSplit, split_indices
 from kdlib.data.params import SplitParams
+from kdlib.spec import user_path
 
 
 class ImageParams(SplitParams):
@@ -58,9 +59,12 @@ class TorchvisionParams(ImageParams):
     def sample_shape(self) -> tuple[int, ...]:
         return _SETS[self.name].shape
 
+    def class_count(self) -> int:
+        return _SETS[self.name].num_classes
+
     def path_problems(self, where: str) -> list[str]:
         """Without download, root must hold the set's files (their names checked, not their contents)."""
-        s, root = _SETS[self.name], Path(self.root).expanduser()
+        s, root = _SETS[self.name], user_path(self.root)
         if self.download or all((root / name).exists() for name in s.found_by):
             return []
         return [f"{where}.root: no {s.files} under {self.root} (from {Path.cwd()}); set {where}.download: true "

@@ -24,6 +24,9 @@ class Params(SplitParams):
     def sample_shape(self) -> tuple[int, ...]:
         return (2,)
 
+    def class_count(self) -> int:
+        return 2 if self.shape in ("moons", "circles") else self.num_classes
+
     @model_validator(mode="after")
     def _two_class_shapes(self) -> Params:
         if self.shape in ("moons", "circles") and self.num_classes != 2:
