@@ -98,9 +98,8 @@ class Params(Spec):
     search_steps: int = Field(
         100, ge=0, description="search budget: alternations of a weight step and an alpha step (0: uniform weights)"
     )
-    search_batch_size: int = Field(
-        64, ge=2, description="batch size of the search's steps (2 or more: its connectors hold BatchNorm)"
-    )
+    # at least 2: the search's connectors hold BatchNorm, which a batch of one sample cannot train
+    search_batch_size: int = Field(64, ge=2, description="batch size of the search's steps")
     search_lr: float = Field(1e-3, gt=0, description="Adam lr of the search's weights (student copy, connectors)")
     alpha_lr: float = Field(3e-4, gt=0, description="Adam lr of the aggregation logits alpha (DARTS default)")
     held_out_fraction: float = Field(
