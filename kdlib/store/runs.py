@@ -256,7 +256,7 @@ class RunStore(PerSampleArrays, StudyTrials):
 
         from kdlib.validation import config_from
 
-        return config_from(yaml.safe_load(self.run(run_id)["config"]))
+        return config_from(yaml.safe_load(self.run(run_id)["config"]), door=False)  # checked when it was created
 
     def update_run(self, run_id: str, connection: sqlite3.Connection | None = None, **fields) -> None:
         columns = ", ".join(f"{k} = ?" for k in fields)
