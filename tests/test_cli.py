@@ -186,7 +186,7 @@ def test_ctrl_c_stops_a_foreground_run_as_stopped_with_the_resume_hint(tmp_path,
     from kdlib.store import RunStore
 
     config = tmp_path / "long.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(epochs=200, method={"name": "ce"})))
+    config.write_text(yaml.safe_dump(tiny_config(epochs=100_000, method={"name": "ce"})))  # still going at Ctrl-C
     process = subprocess.Popen([sys.executable, "-m", "kdlib", "run", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     store = RunStore()
