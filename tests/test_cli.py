@@ -176,26 +176,3 @@ def test_show_into_a_closed_pipe_ends_quietly(kdlib_home):
     piped = subprocess.run(f"'{sys.executable}' -m kdlib show --config | head -c 1", shell=True, capture_output=True,
                            text=True, timeout=120)
     assert "BrokenPipeError" not in piped.stderr and "Traceback" not in piped.stderr
-
-
-@pytest.mark.slow
-def test_ctrl_c_stops_a_foreground_run_as_stopped_with_the_resume_hint(tmp_path, kdlib_home):
-    import signal
-    import time
-
-    from kdlib.store import RunStore
-
-    config = tmp_path / "long.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(epochs=100_000, method={"name": "ce"})))  # still going at Ctrl-C
-    process = subprocess.Popen([sys.executable, "-m", "kdlib", "run", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    store = RunStore()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(store.runs()["epoch"].fillna(-1) >= 1):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    run = store.run(store.runs()["id"].iloc[0])
-    assert run["status"] == "stopped" and "KeyboardInterrupt" not in (run["error"] or "")
-    assert f"kdlib resume {run['id']}" in stderr
