@@ -2,8 +2,11 @@
 per-sample values these record beside a method's own (`EVALUATION_VALUES`, `PROBE_VALUES`).
 
 ECE follows Guo et al. (2017): equal-width confidence bins (m-1)/M < c <= m/M, empty bins skipped,
-ECE = sum_m |B_m|/n * |acc(B_m) - conf(B_m)|; checked against PS-KD's `utils/metric.py`, which uses
-M = 10 where kdlib's default is 15 (METHODS.md section 11).
+ECE = sum_m |B_m|/n * |acc(B_m) - conf(B_m)|. The (lo, hi] rule is PS-KD's official one
+(`lgcnsai/PS-KD-Pytorch` at 9aa0828, `utils/metric.py`, `compute_bin`: `conf > lower and conf <= upper`),
+which uses M = 10 where kdlib's default is 15 (METHODS.md section 11). Every ECE and reliability table in
+kdlib comes from `calibration_sums`: float64, on the CPU, by comparison with the edges m/M, so the ECE a
+run logs during training is the one `expected_calibration_error` gives on its stored confidences.
 """
 
 from __future__ import annotations
@@ -18,21 +21,31 @@ from kdlib.data.base import Split
 from kdlib.methods.base import Value
 
 
-def calibration_sums(confidence: Tensor, correct: Tensor, num_bins: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per equal-width bin (m-1)/M < c <= m/M: sample count, summed confidence, summed correctness."""
-    which = (torch.ceil(confidence * num_bins).long() - 1).clamp(0, num_bins - 1)
+def calibration_sums(confidence, correct, num_bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per equal-width bin (m-1)/M < c <= m/M: sample count, summed confidence, summed correctness (float64).
+
+    Binned in float64 on the CPU (MPS has no float64), whatever the confidences' dtype and device: a
+    float32 confidence is widened exactly, then compared with the float64 edges m/M. The rule before,
+    `ceil(c * M)`, rounds the product: float32(7/15) lies above 7/15, yet its float32 product with 15 is
+    exactly 7, so training's float32 path put it one bin lower than the float64 one did; in float64 too,
+    the next double above 11/15 times 15 rounds to 11.
+    """
+    confidence = torch.as_tensor(confidence).detach().to("cpu", torch.float64)
+    correct = torch.as_tensor(correct).detach().to("cpu", torch.float64)
+    edges = torch.arange(num_bins + 1, dtype=torch.float64) / num_bins
+    # bucketize (right=False) returns i with edges[i-1] < c <= edges[i]; c = 0 would give 0, kept in bin 0
+    which = (torch.bucketize(confidence, edges) - 1).clamp(0, num_bins - 1)
     return (
         torch.bincount(which, minlength=num_bins),
         torch.bincount(which, confidence, num_bins),
-        torch.bincount(which, correct.to(confidence.dtype), num_bins),
+        torch.bincount(which, correct, num_bins),
     )
 
 
 def calibration_bins(confidence, correct, num_bins: int = 15) -> pd.DataFrame:
     """Per bin: its edges, sample count, mean confidence and accuracy (the reliability diagram)."""
-    sums = calibration_sums(torch.as_tensor(confidence, dtype=torch.float64), torch.as_tensor(correct), num_bins)
-    count, confidence_sum, correct_sum = (t.cpu().numpy() for t in sums)
-    edges = np.linspace(0, 1, num_bins + 1)
+    count, confidence_sum, correct_sum = (t.numpy() for t in calibration_sums(confidence, correct, num_bins))
+    edges = np.arange(num_bins + 1) / num_bins
     with np.errstate(invalid="ignore", divide="ignore"):
         return pd.DataFrame(
             {
@@ -46,13 +59,13 @@ def calibration_bins(confidence, correct, num_bins: int = 15) -> pd.DataFrame:
 
 
 def expected_calibration_error(confidence, correct, num_bins: int = 15) -> float:
-    return float(_ece(torch.as_tensor(confidence, dtype=torch.float64), torch.as_tensor(correct), num_bins))
+    return calibration_error(calibration_sums(confidence, correct, num_bins))
 
 
-def _ece(confidence: Tensor, correct: Tensor, num_bins: int) -> Tensor:
-    """sum_m |B_m|/n * |acc(B_m) - conf(B_m)|, which is (1/n) sum_m |correct sum - confidence sum|."""
-    count, confidence_sum, correct_sum = calibration_sums(confidence, correct, num_bins)
-    return (correct_sum - confidence_sum).abs().sum() / max(len(confidence), 1)
+def calibration_error(sums: tuple[Tensor, Tensor, Tensor]) -> float:
+    """ECE from `calibration_sums`: sum_m |B_m|/n * |acc(B_m) - conf(B_m)| = (1/n) sum_m |correct sum - confidence sum|."""
+    count, confidence_sum, correct_sum = sums
+    return float((correct_sum - confidence_sum).abs().sum() / max(int(count.sum()), 1))
 
 
 PREDICT_BATCH = 4096  # rows per forward pass when predicting
@@ -100,22 +113,25 @@ def evaluate(logits: Tensor, labels: Tensor, ece_bins: int, with_probs: bool = F
     """Accuracy, NLL and ECE of a split; per sample its true-class probability, prediction and
     confidence, the reliability table [bins, 3] and, if asked, the full probabilities.
 
-    Computed on the logits' device from one log-softmax, with one host transfer per result.
+    Computed on the logits' device from one log-softmax, with one host transfer per result; the ECE
+    and the reliability table from the transferred float32 confidences (`calibration_sums`), so they
+    are what `expected_calibration_error` gives on the stored `confidence` array.
     """
     labels = labels.to(logits.device)
     log_probs = F.log_softmax(logits.float(), dim=1)
     log_confidence, predicted = log_probs.max(1)
-    confidence, correct = log_confidence.exp(), predicted == labels
+    correct = predicted == labels
     log_p_true = log_probs.gather(1, labels[:, None]).squeeze(1)
-    sums = calibration_sums(confidence, correct, ece_bins)
-    ece = (sums[2] - sums[1]).abs().sum() / max(len(confidence), 1)
-    acc, nll, ece = torch.stack([correct.float().mean(), -log_p_true.mean(), ece]).tolist()
-    p_true, predicted_f, confidence = torch.stack([log_p_true.exp(), predicted.float(), confidence]).cpu().numpy()
+    acc, nll = torch.stack([correct.float().mean(), -log_p_true.mean()]).tolist()
+    p_true, predicted_f, confidence, correct_f = (
+        torch.stack([log_p_true.exp(), predicted.float(), log_confidence.exp(), correct.float()]).cpu().numpy()
+    )
+    sums = calibration_sums(confidence, correct_f, ece_bins)
     arrays = {"p_true": p_true, "predicted": predicted_f.astype(np.int64), "confidence": confidence,
-              "reliability": torch.stack([t.float() for t in sums], 1).cpu().numpy()}
+              "reliability": torch.stack([t.float() for t in sums], 1).numpy()}
     if with_probs:
         arrays["probs"] = log_probs.exp().cpu().numpy()
-    return {"acc": acc, "nll": nll, "ece": ece}, arrays
+    return {"acc": acc, "nll": nll, "ece": calibration_error(sums)}, arrays
 
 
 def route_kl(student_probs: Tensor, checkpoint_probs: Tensor) -> Tensor:
@@ -152,21 +168,34 @@ class RouteProbe:
         return scalars, student_probs.cpu().numpy()
 
 
+# Stored probabilities are float16, whose smallest subnormal is 2^-24: a stored 0 stands for a probability
+# below 2^-25, so that is the most a 0 can be raised to without claiming more than the store knows.
+PROBABILITY_FLOOR = 2.0**-25
+
+
 def bias_variance(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """Per sample, Heskes' decomposition of the log loss over R predictions of the same samples.
 
     probs [R, N, K] (R snapshots, seeds or runs), labels [N]. With the normalized geometric mean
     ybar = exp(mean_r log p_r) / Z:  mean_r CE(y, p_r) = bias + variance, where
     bias = CE(y, ybar) = -log ybar_y and variance = mean_r KL(ybar || p_r) = -log Z (METHODS.md section 11).
+
+    The rows are first clipped to `PROBABILITY_FLOOR` (2^-25, what a float16 0 stands for at most) and
+    divided by their sum, in float64: the store keeps float16 probabilities, whose rows miss 1 by 1e-4
+    and more, and Z <= 1 (variance >= 0) holds only for distributions; unnormalised rows gave variances
+    down to -1.3e-4. The loss is that of the renormalised rows.
     """
-    log_probs = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))
+    probs = np.clip(np.asarray(probs, dtype=np.float64), PROBABILITY_FLOOR, None)
+    log_probs = np.log(probs / probs.sum(-1, keepdims=True))
     mean_log = log_probs.mean(0)
     top = mean_log.max(1, keepdims=True)
     log_z = (top + np.log(np.exp(mean_log - top).sum(1, keepdims=True)))[:, 0]
     rows = np.arange(len(labels))
     bias = -(mean_log[rows, labels] - log_z)
     loss = -log_probs[:, rows, labels].mean(0)
-    return pd.DataFrame({"bias": bias, "variance": -log_z, "loss": loss}).rename_axis("index")
+    # Z <= 1 exactly; when the predictions agree, float64 rounding leaves -log Z within 1e-15 either side of 0
+    variance = np.maximum(-log_z, 0.0)
+    return pd.DataFrame({"bias": bias, "variance": variance, "loss": loss}).rename_axis("index")
 
 
 # What the gradient probe (`logit_gradient_stats`) records per training sample, whatever the method.

@@ -32,6 +32,44 @@ def test_evaluate_reports_accuracy_nll_and_ece():
     assert arrays["predicted"].tolist() == [0, 1]
 
 
+def logits_with_confidence(confidence: np.float32, classes: int = 16) -> torch.Tensor:
+    """A row of float32 logits [a, 0, ..., 0] whose float32 confidence in `evaluate` is exactly `confidence`:
+    a scanned over the float32 neighbours of log((K - 1) c / (1 - c))."""
+    start = torch.tensor(np.log((classes - 1) * confidence / (1 - confidence)), dtype=torch.float32)
+    candidates, up, down = [start], start, start
+    for _ in range(1000):
+        up, down = torch.nextafter(up, torch.tensor(np.inf)), torch.nextafter(down, torch.tensor(-np.inf))
+        candidates += [up, down]
+    rows = torch.zeros(len(candidates), classes)
+    rows[:, 0] = torch.stack(candidates)
+    hits = (torch.log_softmax(rows, 1).max(1).values.exp() == torch.tensor(confidence)).nonzero()
+    return rows[hits[0, 0]]
+
+
+def test_confidences_on_bin_edges_fall_in_the_same_bin_on_every_path():
+    """(lo, hi] in float64 everywhere: k/15 in float64 is on an edge, so in bin k - 1; float32(k/15) lies
+    above k/15 for k < 15, so in bin k. The float32 ceil(c * 15) that `evaluate` used put it in bin k - 1."""
+    k = np.arange(1, 16)
+    assert calibration_bins(k / 15, np.ones(15), 15)["count"].tolist() == [1] * 15
+    wide = k[:-1] / 15
+    assert calibration_bins(wide, np.ones(14), 15)["count"].tolist() == [1] * 14 + [0]
+    assert calibration_bins(wide.astype(np.float32), np.ones(14), 15)["count"].tolist() == [0] + [1] * 14
+    assert calibration_bins(torch.tensor(wide, dtype=torch.float32), torch.ones(14), 15)["count"].tolist() == (
+        [0] + [1] * 14
+    )
+    # evaluate() on logits whose float32 confidences are exactly float32(k/15), k = 7..14 (one per edge)
+    edges = np.float32(np.arange(7, 15) / 15)
+    logits = torch.stack([logits_with_confidence(c) for c in edges])
+    labels = torch.tensor([0, 1] * 4)  # half right, half wrong
+    scalars, arrays = evaluate(logits, labels, ece_bins=15)
+    assert arrays["confidence"].tolist() == edges.tolist()
+    correct = arrays["predicted"] == labels.numpy()
+    bins = calibration_bins(arrays["confidence"], correct, 15)
+    assert arrays["reliability"][:, 0].tolist() == bins["count"].tolist() == [0] * 7 + [1] * 8
+    assert scalars["ece"] == expected_calibration_error(arrays["confidence"], correct, 15)
+    assert scalars["ece"] == pytest.approx(np.abs(correct - edges.astype(np.float64)).mean(), abs=1e-15)
+
+
 def test_bias_variance_matches_hand_computation_and_sums_to_the_mean_loss():
     frame = bias_variance(np.array([[[0.7, 0.2, 0.1]], [[0.5, 0.3, 0.2]]]), np.array([0]))
     assert frame.bias[0] == pytest.approx(0.502643, abs=1e-6)
@@ -44,6 +82,24 @@ def test_bias_variance_matches_hand_computation_and_sums_to_the_mean_loss():
     assert (frame.variance >= -1e-12).all()
     same = bias_variance(np.stack([probs[0]] * 3), labels)
     assert np.allclose(same.variance, 0, atol=1e-12)
+
+
+def test_bias_variance_of_float16_probabilities_is_never_negative():
+    """Rows rounded to float16 (as the store keeps them) miss 1 by ~3e-4; renormalised, variance >= 0."""
+    rng = np.random.default_rng(0)
+    logits = 4 * rng.normal(size=(1, 300, 100)) + 0.01 * rng.normal(size=(5, 300, 100))
+    probs = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float16)
+    labels = rng.integers(0, 100, 300)
+    assert np.abs(probs.astype(np.float64).sum(-1) - 1).max() > 1e-4
+    frame = bias_variance(probs, labels)
+    assert (frame.variance >= 0).all() and (bias_variance(np.stack([probs[0]] * 3), labels).variance >= 0).all()
+    assert np.allclose(frame.bias + frame.variance, frame.loss, atol=1e-12)
+    # the same maths unnormalised (the code before) went negative on these rows
+    mean_log = np.log(np.clip(probs.astype(np.float64), 1e-12, None)).mean(0)
+    assert np.log(np.exp(mean_log).sum(1)).max() > 1e-5
+    # zeros (a float16 underflow) count as the floor 2^-25, not as 1e-12
+    zero = np.array([[[1.0, 0.0]], [[0.5, 0.5]]], dtype=np.float16)
+    assert bias_variance(zero, np.array([1])).loss[0] == pytest.approx((25 * np.log(2) + np.log(2)) / 2, abs=1e-6)
 
 
 def test_route_kl_is_zero_on_the_checkpoint_the_student_equals():
