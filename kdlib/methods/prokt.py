@@ -1,30 +1,43 @@
 """ProKT (Shi, Song, Zhou, Li, Li, 2021, "Follow Your Path: a Progressive Method for Knowledge
-Distillation"; the venue, ECML-PKDD 2021, is recalled, not checked).
+Distillation", ECML-PKDD 2021 as the official repository's README says).
 
 The teacher keeps training beside the student, and each of its steps is held close to where the
 student is now, so the student is always shown a target it can reach (an approximate mirror-descent
 step, the teacher projected into the student's space). Per batch, in this order (METHODS.md section 7):
 
-    teacher step:  L_T = CE(y, softmax(z_t)) + lambda * KL(softmax(z_t / T) || softmax(sg(z_s) / T))   update theta_t
-    refresh:       z_t' = teacher(x) after its step, without grad
-    student step:  L_S = w_kd * T^2 * KL(softmax(sg(z_t') / T) || softmax(z_s / T)) + w_ce * CE(y, softmax(z_s))
+    student view:  z_s~ = student(x) in eval mode, without grad
+    teacher step:  L_T = (1 - w) * CE(y, softmax(z_t)) + w * KL(softmax(z_s~) || softmax(z_t))   update theta_t
+    refresh:       z_t' = teacher(x) after its step, in eval mode, without grad
+    student step:  L_S = w_kd * T^2 * KL(softmax(z_t' / T) || softmax(z_s / T)) + w_ce * CE(y, softmax(z_s))
 
-The student's step is the trainer's (it minimises the returned loss); the teacher's step happens
-inside `forward` with the method's own optimizer and learning-rate schedule (`teacher_lr`, which may
-follow a schedule over epochs). The detaches make this two alternating problems, not one joint
-objective: L_T never reaches the student, L_S never reaches the teacher (tests check both).
+w is `move_back_weight`, in [0, 1]; the teacher's step is at T = 1. The student's step is the
+trainer's (it minimises the returned loss); the teacher's step happens inside `forward` with the
+method's own optimizer and learning-rate schedule (`teacher_lr`, which may follow a schedule over
+epochs). L_T never reaches the student, L_S never reaches the teacher (tests check both).
 
-Reconstruction, not a port: no official code was found, and the exact form of L_T, the KL direction
-and lambda are [P] in METHODS.md. Defaults are METHODS.md's [D] ones (lambda = 1, T = 1, w_kd = 1,
-w_ce = 0), with one difference: by default the teacher starts from the trained teacher artifact (a
+Checked against the paper's own code for text classification, `wxsh1213/prokt_text` at 3d9b077
+(`examples/text-classification/run_glue_milestone.py`, `src/transformers/modeling_bert.py`,
+`src/transformers/trainer.py`): the teacher's criterion is `KDCriterion(soft_label_weight=
+move_back_weight)`, `(1 - w) * ce_loss + w * kld_loss`, where `kld_loss` is
+`mean(sum(p_soft * (log p_soft - log p_teacher)))` with the student's logits as the soft labels:
+KL(student || teacher), at T = 1, and w is the weight of a convex mix, not a multiplier of the KL
+(its README runs w = 0.4 for BERT-base -> BERT-6, 0.3 for -> biLSTM). The logits handed from one model
+to the other come from `Trainer.output`, which puts the model in eval mode and detaches them; each
+model trains in train mode. The student's criterion is `KDCriterion(1.0)`: KL(teacher' || student) at
+T = 1 alone, kdlib's defaults w_kd = 1, w_ce = 0, T = 1. `teacher_loss` is that teacher criterion,
+checked against the official `kld_loss` transcribed in `tests/methods/test_prokt.py`.
+
+Not carried over: the official teacher and student start from pretrained BERT weights that were not
+fine-tuned on the task, with zeroed classifiers (`init_classifier_to_zero`), and clip gradients at norm
+1 (the Hugging Face default). kdlib's teacher starts by default from the trained teacher artifact (a
 warm start, `teacher_init: artifact`), because the run's `teacher:` section already trains one;
 `teacher_init: scratch` restarts it from its initialization (checkpoint 0 of its route when saved,
-else every layer's `reset_parameters()`: PyTorch's default init, not necessarily the model's own).
-The paper's choice of initialization was not verified. The teacher runs in training mode (batch
-statistics; its second forward on the same batch updates the BN running statistics a second time).
+else every layer's `reset_parameters()`: PyTorch's default init, not necessarily the model's own),
+which is nearer the official start. The student view costs one student forward without grad per step.
 
-Recorded: per sample `kl_ts` (KL(teacher || student) at T = 1 before the teacher step), `kl_ts_after`
-(after it), `p_true_teacher` (of the refreshed teacher, the student's target), `p_true_student`,
+Recorded: per sample `kl_ts` (KL(teacher || student) at T = 1 before the teacher's step, teacher in
+train mode as its loss saw it, student in eval mode), `kl_ts_after` (the refreshed teacher's, both in
+eval mode), `p_true_teacher` (of the refreshed teacher, the student's target), `p_true_student`,
 `loss_per_sample`; per epoch the teacher's and the student's softmax on a fixed probe set (the first
 `probe_size` training samples, eval mode): `probe.teacher_probs`, `probe.student_probs` [P, K], so a
 route view can draw the teacher moving toward the student. `ideal_local_target` is the exact
@@ -33,12 +46,13 @@ mirror-descent step on the simplex, for the views' "ideal local target".
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 from torch import Tensor, nn
 
 from kdlib.data.base import Batch, first_samples
@@ -49,16 +63,20 @@ from kdlib.spec import Spec
 
 
 class Params(Spec):
-    lambda_: Schedulable(ge=0) = Field(
-        1.0, description="lambda: weight of KL(teacher || student) in the teacher's loss; large keeps the teacher near"
+    move_back_weight: Schedulable(ge=0, le=1) = Field(
+        0.4,
+        description="w: the teacher's loss is (1 - w) CE + w KL(student || teacher); 0 ignores the student, 1 "
+        "only follows it (the official --move_back_weight; 0.4 is its README's BERT setting)",
     )
-    temperature: Schedulable(gt=0) = Field(1.0, description="T: softens both distributions in both KL terms")
+    temperature: Schedulable(gt=0) = Field(
+        1.0, description="T: softens the student's soft term (the teacher's step is at T = 1, as officially)"
+    )
     w_kd: Schedulable(ge=0) = Field(1.0, description="weight of the student's soft term T^2 KL(teacher' || student)")
     w_ce: Schedulable(ge=0) = Field(0.0, description="weight of the student's cross-entropy on the labels")
     teacher_init: Literal["artifact", "scratch"] = Field(
         "artifact",
         description="artifact: continue from the trained teacher (warm start); scratch: restart it from its "
-        "initialization (the paper's choice was not verified)",
+        "initialization (nearer the official text code, whose teacher starts from weights not trained on the task)",
     )
     teacher_optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="the teacher's optimizer")
     teacher_lr: Schedulable(gt=0) = Field(
@@ -69,24 +87,55 @@ class Params(Spec):
     teacher_steps_per_step: int = Field(1, ge=1, description="teacher updates on each batch before the student's")
     refresh_targets: bool = Field(
         True,
-        description="forward the teacher again after its step, as the procedure says; false reuses the "
-        "pre-step logits (one teacher forward less per step)",
+        description="forward the teacher again after its step (eval mode), as the official code does; false "
+        "reuses the pre-step logits of its train-mode step (one teacher forward less per step)",
     )
     probe_size: int = Field(
         500, ge=0, description="first training samples on which teacher and student are recorded each epoch; 0 = off"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lambda_was_replaced(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "lambda_" in data:
+            raise PydanticCustomError(
+                "replaced_field",
+                "lambda_ was replaced by move_back_weight: the teacher's loss is now the official "
+                "(1 - w) CE + w KL(student || teacher), w in [0, 1], not CE + lambda KL(teacher || student). "
+                "Write move_back_weight: 0.4 (the official setting), or lambda / (1 + lambda) for the old "
+                "ratio of the two terms (0.5 for lambda_ = 1)",
+            )
+        return data
 
-def teacher_loss_per_sample(
-    teacher_logits: Tensor, student_logits: Tensor, labels: Tensor, temperature: float
-) -> tuple[Tensor, Tensor]:
-    """CE(y, softmax(z_t)) and KL(softmax(z_t/T) || softmax(sg(z_s)/T)) per sample (no T^2), float32.
+
+def teacher_loss_terms(teacher_logits: Tensor, student_logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """CE(y, softmax(z_t)) and KL(softmax(sg(z_s)) || softmax(z_t)) per sample, T = 1, float32.
 
     The student's logits are detached here: the teacher's loss must never reach the student.
     """
     ce = F.cross_entropy(teacher_logits.float(), labels, reduction="none")
-    kl = softened_kl(student_logits.detach(), teacher_logits, temperature)
+    kl = softened_kl(teacher_logits, student_logits.detach(), 1.0)
     return ce, kl
+
+
+def teacher_loss(teacher_logits: Tensor, student_logits: Tensor, labels: Tensor, weight: float) -> Tensor:
+    """The teacher's loss, batch mean: (1 - w) CE(y, softmax(z_t)) + w KL(softmax(sg(z_s)) || softmax(z_t)).
+
+    The official `KDCriterion(soft_label_weight=w)` over `modeling_bert`'s `(kld_loss, ce_loss)`
+    (`wxsh1213/prokt_text` at 3d9b077). z_t = [2, 0, -1], z_s = [0, 1, 0], y = 0: 0.494938 at w = 0.4.
+    """
+    ce, kl = teacher_loss_terms(teacher_logits, student_logits, labels)
+    return ((1 - weight) * ce + weight * kl).mean()
+
+
+@torch.no_grad()
+def eval_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """A model's float32 logits in eval mode (no dropout, BN running statistics), its mode given back."""
+    was_training = model.training
+    model.eval()
+    logits = model(x).float()
+    model.train(was_training)
+    return logits
 
 
 def kl_teacher_student(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
@@ -132,7 +181,8 @@ class ProKT(Distiller):
     needs_teacher = True
     per_sample_values = common_values("loss_per_sample", "kl", "p_true_student") | {
         "p_true_teacher": Value("p(true) teacher", "the true class's probability under the teacher after its step: the student's target"),
-        "kl_ts": Value("KL(teacher || student) before", "the gap the teacher is held to, before its step (T = 1)"),
+        "kl_ts": Value("KL(teacher || student) before", "the teacher-student gap before the teacher's step (T = 1; "
+                       "the step itself holds KL(student || teacher))"),
         "kl_ts_after": Value("KL(teacher || student) after", "the same gap after the teacher's step (T = 1)"),
     }
 
@@ -169,18 +219,18 @@ class ProKT(Distiller):
             self._scaler = torch.amp.GradScaler(device, enabled=fp16)
         return self._scaler
 
-    def teacher_step(self, batch: Batch, student_logits: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def teacher_step(self, batch: Batch, student_view: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The teacher's update(s) on L_T; returns its pre-step logits (detached) and its loss terms."""
-        temperature, lam, scaler = self.coefficient("temperature"), self.coefficient("lambda_"), self._grad_scaler()
+        weight, scaler = self.coefficient("move_back_weight"), self._grad_scaler()
         before, terms = None, {}
         for _ in range(self.params.teacher_steps_per_step):
             teacher_logits = self.teacher(batch.x)
-            ce, kl = teacher_loss_per_sample(teacher_logits, student_logits, batch.y, temperature)
+            ce, kl = teacher_loss_terms(teacher_logits, student_view, batch.y)
             if before is None:
                 before = teacher_logits.detach()
                 terms = {"loss_teacher_ce": ce.mean().detach(), "loss_teacher_kl": kl.mean().detach()}
             self.teacher_optimizer.zero_grad(set_to_none=True)
-            scaler.scale((ce + lam * kl).mean()).backward()
+            scaler.scale(((1 - weight) * ce + weight * kl).mean()).backward()
             scaler.step(self.teacher_optimizer)
             scaler.update()
         # Gradients gone, so the student's backward leaves the teacher with `grad is None`.
@@ -188,32 +238,26 @@ class ProKT(Distiller):
         return before, terms
 
     def forward(self, batch: Batch) -> StepOutput:
+        # As the official loop: each model is shown the other's eval-mode logits, and the student's
+        # train-mode forward comes last, so its BN running statistics move once, after the view.
+        student_view = eval_logits(self.student, batch.x)
+        before, teacher_terms = self.teacher_step(batch, student_view)
+        target_logits = eval_logits(self.teacher, batch.x) if self.params.refresh_targets else before.float()
         student_logits = self.student(batch.x)
-        before, teacher_terms = self.teacher_step(batch, student_logits.detach())
-        if self.params.refresh_targets:
-            with torch.no_grad():
-                target_logits = self.teacher(batch.x).float()
-        else:
-            target_logits = before.float()
         out = kd_step(student_logits, target_logits, batch.y, self.coefficient("temperature"),
                       self.coefficient("w_ce"), self.coefficient("w_kd"))
         out.logits = student_logits
-        kl_before = kl_teacher_student(before, student_logits)
+        kl_before = kl_teacher_student(before, student_view)
         out.terms |= teacher_terms | {"kl_ts": kl_before.mean()}
-        out.per_sample |= {"kl_ts": kl_before, "kl_ts_after": kl_teacher_student(target_logits, student_logits)}
+        out.per_sample |= {"kl_ts": kl_before, "kl_ts_after": kl_teacher_student(target_logits, student_view)}
         return out
 
     @torch.no_grad()
     def epoch_arrays(self) -> dict[str, np.ndarray]:
         if self.probe_x is None:
             return {}
-        arrays = {}
-        for key, model in (("probe.teacher_probs", self.teacher), ("probe.student_probs", self.student)):
-            was_training = model.training
-            model.eval()
-            arrays[key] = F.softmax(model(self.probe_x).float(), dim=1).cpu().numpy()
-            model.train(was_training)
-        return arrays
+        return {key: F.softmax(eval_logits(model, self.probe_x), dim=1).cpu().numpy()
+                for key, model in (("probe.teacher_probs", self.teacher), ("probe.student_probs", self.student))}
 
     def state_dict(self) -> dict:
         # Weights, BN buffers and the optimizer's moments: tensors, ints, floats and lists only, so the

@@ -2,8 +2,9 @@
 
 `record(name, probe)` trains the method for two epochs on toy2d (the tiny setting of the contract
 test) and returns what the run emitted, flattened to arrays. `behaviour_reference.npz` holds what
-the code before the method contract was refactored (HEAD 0083da2) recorded; `test_behaviour.py`
-checks that the code of today gives the same. Regenerate only on purpose:
+the code before the method contract was refactored (HEAD 0083da2) recorded, except ProKT's two cases,
+re-recorded alone when its teacher step became the official one (the other arrays kept byte for
+byte); `test_behaviour.py` checks that the code of today gives the same. Regenerate only on purpose:
 
     .venv/bin/python -m tests.methods.behaviour
 """

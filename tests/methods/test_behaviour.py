@@ -3,7 +3,8 @@
 `behaviour_reference.npz` was recorded by `tests/methods/behaviour.py` at HEAD 0083da2, before the
 methods became loss-only and the engine took over the gradient probe and the teacher cache: step
 losses, epoch scalars (terms, coefficients, evaluation, route distances) and per-sample arrays
-(the probe's included) of two epochs on fixed seeds.
+(the probe's included) of two epochs on fixed seeds. ProKT's cases were re-recorded when its teacher
+step became the official code's (move_back_weight; eval-mode logits between the models).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""ProKT against METHODS.md section 7: loss terms by hand, the constraint's effect, gradient hygiene, resume."""
+"""ProKT against METHODS.md section 7 and the official code (`wxsh1213/prokt_text` at 3d9b077): the teacher's
+loss by hand and transcribed, the constraint's effect, eval-mode views, gradient hygiene, resume."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from torch import nn
 
 from kdlib.data.base import Batch, TensorSplit
 from kdlib.methods.base import MethodContext, TeacherRoute
-from kdlib.methods.prokt import Params, ProKT, ideal_local_target, teacher_loss_per_sample
+from kdlib.config import ConfigError
+from kdlib.methods.prokt import Params, ProKT, ideal_local_target, teacher_loss, teacher_loss_terms
+from kdlib.validation import validate_config
 from kdlib.runner import execute
 from kdlib.store import RunStore
-from tests.conftest import StopAfter
+from tests.conftest import StopAfter, tiny_config
 
 
 def make_distiller(seed=0, same_start=False, train=None, **params) -> tuple[ProKT, Batch]:
@@ -34,23 +37,48 @@ def make_distiller(seed=0, same_start=False, train=None, **params) -> tuple[ProK
 
 
 def test_teacher_loss_matches_hand_computation():
-    teacher, student, label = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([2])
-    ce, kl = teacher_loss_per_sample(teacher, student, label, temperature=1.0)
-    assert ce.item() == pytest.approx(0.407606, abs=1e-6)
-    # log p_t - log p_s = [-2, 0, 2] (equal normalizers), so KL = 2 (p_t3 - p_t1) = 2 (0.665241 - 0.090031)
-    assert kl.item() == pytest.approx(1.150420, abs=1e-5)
-    # At T = 4 this is METHODS.md section 2.3's KL_T (no T^2 in the teacher's term)
-    assert teacher_loss_per_sample(teacher, student, label, temperature=4.0)[1].item() == pytest.approx(
-        0.082477, abs=1e-6
+    teacher, student, label = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([0])
+    # CE = log(1 + e^-2 + e^-3) = 0.169846; KL(p_s || p_t) = 0.982577, the student's distribution first
+    ce, kl = teacher_loss_terms(teacher, student, label)
+    assert ce.item() == pytest.approx(0.169846, abs=1e-6) and kl.item() == pytest.approx(0.982577, abs=1e-6)
+    assert teacher_loss(teacher, student, label, 0.4).item() == pytest.approx(0.494938, abs=1e-6)
+    assert teacher_loss(teacher, student, label, 1.0).item() == pytest.approx(0.982577, abs=1e-6)
+    assert teacher_loss(teacher, student, label, 0.0).item() == pytest.approx(0.169846, abs=1e-6)
+
+
+def official_teacher_loss(teacher_logits, student_logits, labels, move_back_weight):
+    """Transcribed from prokt_text: `modeling_bert.py` BertForSequenceClassification.forward with
+    labels = (soft_labels, hard_labels), then `run_glue_milestone.py` KDCriterion.forward."""
+    soft_labels = F.log_softmax(student_logits, dim=-1, dtype=torch.float32)
+    log_prob = F.log_softmax(teacher_logits, dim=-1, dtype=torch.float32)
+    kld_loss = -torch.exp(soft_labels) * log_prob + torch.exp(soft_labels) * soft_labels
+    kld_loss = torch.mean(torch.sum(kld_loss, dim=-1))
+    ce_loss = nn.CrossEntropyLoss()(teacher_logits.view(-1, teacher_logits.shape[1]), labels.view(-1))
+    return (1 - move_back_weight) * ce_loss + move_back_weight * kld_loss
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.4, 1.0])
+def test_teacher_loss_is_the_official_criterion(weight):
+    generator = torch.Generator().manual_seed(0)
+    teacher, student = torch.randn(16, 5, generator=generator) * 3, torch.randn(16, 5, generator=generator) * 3
+    labels = torch.randint(0, 5, (16,), generator=generator)
+    assert teacher_loss(teacher, student, labels, weight).item() == pytest.approx(
+        official_teacher_loss(teacher, student, labels, weight).item(), abs=1e-6
     )
 
 
 def test_teacher_loss_never_reaches_the_student():
     student = torch.tensor([[3.0, 2.0, 1.0]], requires_grad=True)
     teacher = torch.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
-    ce, kl = teacher_loss_per_sample(teacher, student, torch.tensor([2]), 2.0)
-    (ce + kl).sum().backward()
+    teacher_loss(teacher, student, torch.tensor([2]), 0.5).backward()
     assert student.grad is None and teacher.grad is not None
+
+
+def test_lambda_from_an_old_config_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"lambda_ was replaced by move_back_weight.*0\.4.*lambda / \(1 \+ lambda\)"):
+        validate_config(tiny_config(method={"name": "prokt", "lambda_": 1.0}))
+    with pytest.raises(ConfigError, match="move_back_weight"):
+        validate_config(tiny_config(method={"name": "prokt", "move_back_weight": 1.5}))
 
 
 def test_ideal_local_target_is_one_mirror_descent_step():
@@ -64,29 +92,49 @@ def test_ideal_local_target_is_one_mirror_descent_step():
     assert torch.allclose(ideal_local_target(p, torch.tensor([0]), eta=1e-7), p, atol=1e-6)
 
 
-def test_a_large_lambda_keeps_the_teacher_at_the_student():
+def test_a_large_weight_keeps_the_teacher_at_the_student():
     """Test (1): from teacher = student, 50 teacher steps with the student held still."""
     gaps = {}
-    for lam in (0.0, 10.0):
-        distiller, batch = make_distiller(same_start=True, lambda_=lam)
+    for weight in (0.0, 0.9):
+        distiller, batch = make_distiller(same_start=True, move_back_weight=weight)
         for _ in range(50):
             out = distiller.forward(batch)
-        gaps[lam] = out.per_sample["kl_ts_after"].mean().item()
-    assert gaps[10.0] < 0.01 < 0.1 < gaps[0.0]  # measured: 0.0028 and 0.30
+        gaps[weight] = out.per_sample["kl_ts_after"].mean().item()
+    assert gaps[0.9] < 0.01 < 0.1 < gaps[0.0]  # measured: 0.0042 and 0.30
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_one_teacher_update_decreases_its_kl_to_the_student(seed):
     """The acceptance point: on a fixed batch, KL(teacher || student) after the teacher's step is smaller.
 
-    With lambda = 10 the constraint dominates the teacher's CE; at lambda = 1 it held on 48 of 50 seeds.
+    With w = 0.9 the constraint dominates the teacher's CE; at w = 0.5 it held on 49 of 50 seeds.
     """
-    distiller, batch = make_distiller(seed, lambda_=10.0, teacher_lr=0.1)
+    distiller, batch = make_distiller(seed, move_back_weight=0.9, teacher_lr=0.1)
     out = distiller.forward(batch)
     assert out.per_sample["kl_ts_after"].mean() < out.per_sample["kl_ts"].mean()
     with torch.no_grad():  # and kl_ts_after is the KL of the moved teacher, measured independently
         log_t, log_s = F.log_softmax(distiller.teacher(batch.x), 1), F.log_softmax(distiller.student(batch.x), 1)
     assert torch.allclose(out.per_sample["kl_ts_after"], (log_t.exp() * (log_t - log_s)).sum(1), atol=1e-6)
+
+
+def test_the_models_see_each_other_in_eval_mode():
+    """As the official `Trainer.output`: the teacher's step sees the student's eval-mode logits, the student's
+    step the moved teacher's; each model trains (and is left) in train mode."""
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5))
+    teacher = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5))
+    context = MethodContext(3, 32, 1, torch.device("cpu"))
+    distiller = ProKT(Params(teacher_optimizer="sgd", teacher_lr=0.05), student, teacher.eval(), context)
+    distiller.on_epoch_start(0)
+    batch = Batch(torch.randn(32, 4), torch.randint(0, 3, (32,)), torch.arange(32))
+    out = distiller.forward(batch)
+    assert student.training and teacher.training
+    with torch.no_grad():
+        view, moved = student[0](batch.x), teacher[0](batch.x)  # the Linear alone is the eval-mode output
+    log_s, log_t = F.log_softmax(view, 1), F.log_softmax(moved, 1)
+    assert torch.allclose(out.per_sample["kl_ts_after"], (log_t.exp() * (log_t - log_s)).sum(1), atol=1e-6)
+    assert torch.allclose(out.per_sample["p_true_teacher"], log_t.exp().gather(1, batch.y[:, None])[:, 0], atol=1e-6)
+    assert not torch.allclose(out.logits, view)  # the student's own step runs with dropout
 
 
 def test_gradients_stay_on_their_side():
@@ -101,9 +149,9 @@ def test_gradients_stay_on_their_side():
     assert all(p.grad is not None for p in distiller.student.parameters())
 
 
-def test_lambda_zero_makes_the_teacher_step_plain_cross_entropy():
-    """Test (2): lambda = 0 is online KD: the teacher's update is a CE step, blind to the student."""
-    distiller, batch = make_distiller(lambda_=0.0, w_ce=0.3)
+def test_weight_zero_makes_the_teacher_step_plain_cross_entropy():
+    """Test (2): w = 0 is online KD: the teacher's update is a CE step, blind to the student."""
+    distiller, batch = make_distiller(move_back_weight=0.0, w_ce=0.3)
     reference = copy.deepcopy(distiller.teacher).requires_grad_(True)
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
     F.cross_entropy(reference(batch.x), batch.y).backward()
@@ -150,7 +198,7 @@ def test_scratch_restarts_the_teacher_from_its_route_start_or_a_fresh_init():
 
 def test_probe_arrays_follow_the_moving_teacher():
     train = TensorSplit(torch.randn(40, 4), torch.randint(0, 3, (40,)))
-    distiller, batch = make_distiller(train=train, probe_size=25, lambda_=0.0, teacher_lr=0.5)
+    distiller, batch = make_distiller(train=train, probe_size=25, move_back_weight=0.0, teacher_lr=0.5)
     first = distiller.epoch_arrays()
     assert first["probe.teacher_probs"].shape == first["probe.student_probs"].shape == (25, 3)
     distiller.forward(batch)
@@ -163,7 +211,7 @@ def test_prokt_through_the_trainer(tiny):
     run_id = store.create_run(tiny(method={"name": "prokt", "teacher_lr": 0.01}, epochs=3))
     assert execute(run_id, store) == "done", store.run(run_id)["error"]
     epochs = store.epoch_metrics(run_id)
-    for key in ("train.kl_ts", "train.loss_teacher_ce", "train.loss_teacher_kl", "teacher_lr", "lambda_"):
+    for key in ("train.kl_ts", "train.loss_teacher_ce", "train.loss_teacher_kl", "teacher_lr", "move_back_weight"):
         assert np.isfinite(epochs[key]).all(), key
     arrays = store.per_sample(run_id, 2)
     for key in ("kl_ts", "kl_ts_after", "p_true_teacher", "p_true_student", "loss_per_sample"):
