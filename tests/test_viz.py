@@ -45,9 +45,10 @@ def test_method_scalars_are_coefficients_and_loss_terms_not_common_metrics_or_pr
 
 def test_scalars_figure_plots_each_chosen_column_against_epoch():
     fig = viz.scalars_figure(epochs_frame())
-    assert [t.name for t in fig.data] == ["train.loss_kd", "temperature", "w_kd"]
+    assert [t.name for t in fig.data] == ["train loss: kd term", "temperature T", "w_kd (soft-term weight)"]
+    assert [a.text for a in fig.layout.annotations] == [t.name for t in fig.data]  # the panels' titles
     assert list(fig.data[1].y) == [4.0, 3.0, 2.0] and list(fig.data[1].x) == [0, 1, 2]
-    assert [t.name for t in viz.scalars_figure(epochs_frame(), ["w_kd", "missing"]).data] == ["w_kd"]
+    assert [t.name for t in viz.scalars_figure(epochs_frame(), ["w_kd", "missing"]).data] == ["w_kd (soft-term weight)"]
     assert not viz.scalars_figure(epochs_frame()[["step", "train.loss"]]).data
 
 
@@ -87,15 +88,23 @@ def test_parallel_coordinates_has_hyperparameter_and_outcome_axes():
     fig = viz.parallel_coordinates_figure(summary_frame())
     dims = {d.label: d for d in fig.data[0].dimensions}
     # constant recipe columns are left out; method and student always stay; teacher differs so it stays
-    assert list(dims) == ["method", "student", "teacher", "temperature", "test_acc", "test_ece"]
+    assert list(dims) == [
+        "method",
+        "student",
+        "teacher",
+        "temperature T",
+        "test accuracy",
+        "test calibration error (ECE)",
+    ]
     assert list(dims["method"].ticktext) == ["ce", "kd"] and list(dims["method"].values) == [1, 1, 0]
-    assert list(dims["test_acc"].values) == [0.8, 0.9, 0.7]
+    assert list(dims["test accuracy"].values) == [0.8, 0.9, 0.7]
     assert list(fig.data[0].line.color) == [0.8, 0.9, 0.7]
+    assert fig.data[0].line.colorbar.title.text == "test accuracy"
 
 
 def test_parallel_coordinates_puts_missing_values_on_an_na_tick_below_the_axis():
     temperature = {d.label: d for d in viz.parallel_coordinates_figure(summary_frame()).data[0].dimensions}[
-        "temperature"
+        "temperature T"
     ]
     missing = temperature["values"][2]
     assert missing < 1.0 and temperature.tickvals[0] == missing and temperature.ticktext[0] == "n/a"
@@ -156,3 +165,53 @@ def test_entropy_figure_marks_the_chosen_temperature_and_the_uniform_limit():
     assert list(line.y) == [0.1, 0.4, 0.6]
     assert list(marker.x) == [3.0] and list(marker.y) == pytest.approx([0.5])
     assert fig.layout.shapes[0].y0 == pytest.approx(np.log(2))
+
+
+def test_epoch_axes_show_whole_numbers_only():
+    """A run of 3 epochs drawn with plotly's automatic ticks shows 0.5, 1.5: every epoch axis ticks on integers."""
+    epochs = epochs_frame()
+    route = epochs.assign(anchor_epoch=[1.0, 2.0, 2.0])
+    figures = {
+        "curves": (
+            viz.training_curves_figure(pd.DataFrame({"train.loss": [1.0, 0.5]}, index=[1, 2]), epochs),
+            "xaxis2",
+        ),
+        "scalars": (viz.scalars_figure(epochs), "xaxis"),
+        "schedule": (viz.schedule_figure({"temperature": [4.0, 2.0]}), "xaxis"),
+        "compare": (viz.compare_curves_figure({"a": epochs}, "test.acc"), "xaxis"),
+        "trajectory": (viz.trajectory_figure({"p_true_student": pd.Series([0.2, 0.5])}), "xaxis"),
+        "anchors": (viz.anchor_schedule_figure(route), "xaxis"),
+        "route distance": (viz.route_distance_figure(route), "xaxis"),
+        "route profile": (viz.route_profile_figure(route, [0, 2]), "xaxis"),
+        "heads": (viz.head_accuracy_figure(pd.DataFrame({"head 1": [0.3, 0.5]})), "xaxis"),
+    }
+    for name, (fig, axis) in figures.items():
+        axis = fig.layout[axis]
+        assert axis.tickformat == "d" and axis.dtick >= 1 and float(axis.dtick).is_integer(), name
+    long = viz.compare_curves_figure({"a": pd.DataFrame({"test.acc": np.linspace(0, 1, 200)})}, "test.acc")
+    assert long.layout.xaxis.dtick in (20, 25, 50)  # about eight ticks over 200 epochs, still whole numbers
+
+
+def test_log_axes_label_decades_not_every_minor_tick():
+    wide = pd.DataFrame({"route_kl.0001": [1e-4, 1e-3], "route_kl.0002": [2.0, 0.5]}, index=[0, 1])
+    narrow = pd.DataFrame({"route_kl.0001": [0.2, 0.3], "route_kl.0002": [0.9, 0.4]}, index=[0, 1])
+    for make in (viz.route_distance_figure, lambda e: viz.route_profile_figure(e, [0, 1])):
+        assert make(wide).layout.yaxis.type == "log" and make(wide).layout.yaxis.dtick == 1  # one label a decade
+        assert make(narrow).layout.yaxis.dtick in ("D1", "D2")  # 1-2-5 labels, not all nine
+        assert make(narrow).layout.yaxis.minor.ticks == "outside"
+
+
+def test_stored_scalar_names_reach_axes_as_words():
+    fig = viz.compare_curves_figure({"a": epochs_frame()}, "test.acc")
+    assert fig.layout.yaxis.title.text == "test accuracy"
+    assert viz.scalar_label("train.loss_kd") == "train loss: kd term"
+    assert viz.scalar_label("route_kl.0003") == "KL to teacher epoch 3"
+    assert viz.scalar_label("my.custom") == "my.custom"
+
+
+def test_runs_of_one_method_share_its_colour_and_differ_by_dash():
+    curves = {"a": epochs_frame(), "b": epochs_frame(), "c": epochs_frame()}
+    fig = viz.compare_curves_figure(curves, "test.acc", methods={"a": "kd", "b": "kd", "c": "wsl"})
+    assert [t.line.color for t in fig.data] == [viz.METHOD_COLORS["kd"]] * 2 + [viz.METHOD_COLORS["wsl"]]
+    assert fig.data[0].line.dash != fig.data[1].line.dash
+    assert viz.method_color("my_method") == viz.method_color("my_method")

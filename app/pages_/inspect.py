@@ -139,7 +139,7 @@ def bias_and_variance(run: LoadedRun, sample: int) -> None:
         cols[2].metric(
             "regularization samples",
             f"{flags.mean():.1%}",
-            help="the teacher is less sure of the true class than the student (colour 1)",
+            help="the teacher is less sure of the true class than the student (the points marked yes)",
         )
 
 

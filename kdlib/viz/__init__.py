@@ -6,7 +6,8 @@ Every builder takes plain frames or arrays (what `RunStore` returns) and returns
 The builders live in one module per area; this package re-exports them all, so
 `from kdlib import viz; viz.reliability_figure(...)` works whichever module holds a figure:
 
-- `style`:       shared colours, the empty figure and the small-multiples grid
+- `style`:       one colour per quantity, yes/no colours, labels of stored names, epoch and log axes,
+                 user text made plain, the empty figure and the small-multiples grid
 - `curves`:      one run over time (training curves, schedules, method scalars, DFA, LSSKD)
 - `compare`:     runs side by side (overlaid curves, studies, parallel coordinates)
 - `calibration`: reliability diagram, source/target confidence
@@ -48,10 +49,26 @@ from .samples import (
     top_classes_figure,
     trajectory_figure,
 )
-from .style import CLASS_COLORS, SPLIT_COLORS
+from .style import (
+    BOOLEAN_COLORS,
+    CLASS_COLORS,
+    METHOD_COLORS,
+    QUANTITY_COLORS,
+    QUANTITY_SCALES,
+    ROLE_COLORS,
+    SPLIT_COLORS,
+    method_color,
+    plain,
+    scalar_label,
+)
 
 __all__ = [
+    "BOOLEAN_COLORS",
     "CLASS_COLORS",
+    "METHOD_COLORS",
+    "QUANTITY_COLORS",
+    "QUANTITY_SCALES",
+    "ROLE_COLORS",
     "SPLIT_COLORS",
     "TRIAL_MARKERS",
     "anchor_schedule_figure",
@@ -61,15 +78,18 @@ __all__ = [
     "domain_confidence_figure",
     "entropy_figure",
     "head_accuracy_figure",
+    "method_color",
     "method_scalar_columns",
     "parallel_coordinates_figure",
     "per_sample_scatter_figure",
+    "plain",
     "pskd_rescaling_curve_figure",
     "reliability_figure",
     "rescaling_figure",
     "route_distance_figure",
     "route_map_figure",
     "route_profile_figure",
+    "scalar_label",
     "sample_image_figure",
     "sample_input_figure",
     "scalars_figure",

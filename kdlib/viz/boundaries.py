@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .style import CLASS_COLORS
+from .style import CLASS_COLORS, plain
 
 _TWO_CLASS_SCALE = [[0.0, CLASS_COLORS[0]], [0.5, "#f7f7f7"], [1.0, CLASS_COLORS[1]]]
 
@@ -108,7 +108,7 @@ def decision_boundary_figure(
     fig.update_yaxes(scaleanchor="x", scaleratio=1, range=[float(ys[0]), float(ys[-1])], constrain="domain")
     fig.update_xaxes(range=[float(xs[0]), float(xs[-1])], constrain="domain")
     return fig.update_layout(
-        title=title or None,
+        title=plain(title) if title else None,
         height=380,
         margin={"t": 50, "b": 20, "l": 10, "r": 10},
         legend={"orientation": "h", "y": -0.08},

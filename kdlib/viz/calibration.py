@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import _empty_figure
+from .style import ROLE_COLORS, _empty_figure, plain
 
 
 def reliability_figure(table, title: str = "Reliability") -> go.Figure:
@@ -48,7 +48,7 @@ def reliability_figure(table, title: str = "Reliability") -> go.Figure:
     )
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dot", "color": "gray"})
     return fig.update_layout(
-        title=f"{title} (ECE {100 * ece:.1f}%)",
+        title=f"{plain(title)} (ECE {100 * ece:.1f}%)",
         xaxis_title="confidence",
         yaxis_title="accuracy",
         xaxis_range=[0, 1],
@@ -70,17 +70,16 @@ def domain_confidence_figure(confidence: dict[str, dict[str, np.ndarray]]) -> go
         "target": "target: p(top class), no labels",
     }
     fig = make_subplots(rows=1, cols=len(sides), subplot_titles=[titles.get(s, s) for s in sides], shared_yaxes=True)
-    colors = {"student": "#ef553b", "teacher": "#636efa"}
     for i, side in enumerate(sides):
         for model, values in confidence[side].items():
             fig.add_histogram(
                 x=values,
                 xbins={"start": 0, "end": 1.0001, "size": 0.05},
                 histnorm="probability",
-                name=model,
+                name=plain(model),
                 legendgroup=model,
                 showlegend=i == 0,
-                marker={"color": colors.get(model)},
+                marker={"color": ROLE_COLORS.get(model)},
                 opacity=0.6,
                 row=1,
                 col=i + 1,

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import SPLIT_COLORS, _empty_figure, _small_multiples
+from .style import ROLE_COLORS, SPLIT_COLORS, _empty_figure, _small_multiples, integer_axis, plain, scalar_label
 
 
 def training_curves_figure(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "") -> go.Figure:
@@ -49,11 +49,14 @@ def training_curves_figure(steps: pd.DataFrame, epochs: pd.DataFrame, title: str
                 row=1,
                 col=2,
             )
-    fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_xaxes(integer_axis(steps.index.append(pd.Index(epochs.get("step", []))), "step"), row=1, col=1)
+    fig.update_xaxes(integer_axis(epochs.index), row=1, col=2)
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     return fig.update_layout(
-        title=title or None, height=360, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25}
+        title=plain(title) if title else None,
+        height=360,
+        margin={"t": 60, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
     )
 
 
@@ -61,20 +64,22 @@ def schedule_figure(curves: dict[str, list[float]], title: str = "") -> go.Figur
     """Each schedulable coefficient's value at every epoch, one small panel per coefficient."""
     if not curves:
         return _empty_figure("this method has no coefficients that follow a schedule")
-    fig = _small_multiples(len(curves), list(curves), cols=len(curves))
+    fig = _small_multiples(len(curves), [plain(c) for c in curves], cols=len(curves))  # the form's field names
     for i, (name, values) in enumerate(curves.items()):
         fig.add_scatter(
             x=list(range(len(values))),
             y=list(values),
             mode="lines+markers",
-            name=name,
+            name=plain(name),
             line={"shape": "hv" if len(set(values)) < len(values) / 2 else "linear"},
             marker={"size": 4},
             row=1,
             col=i + 1,
         )
-        fig.update_xaxes(title_text="epoch", row=1, col=i + 1)
-    return fig.update_layout(title=title or None, height=230, showlegend=False, margin={"t": 40, "b": 40, "l": 40})
+        fig.update_xaxes(integer_axis(range(len(values))), row=1, col=i + 1)
+    return fig.update_layout(
+        title=plain(title) if title else None, height=230, showlegend=False, margin={"t": 40, "b": 40, "l": 40}
+    )
 
 
 def method_scalar_columns(epochs: pd.DataFrame) -> list[str]:
@@ -93,13 +98,21 @@ def scalars_figure(epochs: pd.DataFrame, columns: list[str] | None = None, title
     columns = method_scalar_columns(epochs) if columns is None else [c for c in columns if c in epochs]
     if not columns:
         return _empty_figure("no method scalars yet")
-    fig = _small_multiples(len(columns), columns)
+    fig = _small_multiples(len(columns), [scalar_label(c) for c in columns])
     for i, column in enumerate(columns):
         fig.add_scatter(
-            x=epochs.index, y=epochs[column], mode="lines+markers", name=column, row=i // 3 + 1, col=i % 3 + 1
+            x=epochs.index,
+            y=epochs[column],
+            mode="lines+markers",
+            name=scalar_label(column),
+            row=i // 3 + 1,
+            col=i % 3 + 1,
         )
+    fig.update_xaxes(integer_axis(epochs.index, None))
     rows = -(-len(columns) // 3)
-    return fig.update_layout(title=title or None, height=80 + 200 * rows, showlegend=False, margin={"t": 50, "b": 30})
+    return fig.update_layout(
+        title=plain(title) if title else None, height=80 + 200 * rows, showlegend=False, margin={"t": 50, "b": 30}
+    )
 
 
 def search_weights_figure(search: pd.DataFrame, title: str = "Aggregation weights during the search") -> go.Figure:
@@ -119,17 +132,28 @@ def search_weights_figure(search: pd.DataFrame, title: str = "Aggregation weight
                 row=i // 3 + 1,
                 col=i % 3 + 1,
             )
-    return fig.update_layout(title=title, height=320 * ((len(stages) + 2) // 3))
+    fig.update_xaxes(integer_axis(search.index, None))
+    return fig.update_layout(title=plain(title), height=320 * ((len(stages) + 2) // 3))
 
 
 def head_accuracy_figure(epochs_by_head: pd.DataFrame, title: str = "Auxiliary heads") -> go.Figure:
     """LSSKD: mean true-class probability of each head (columns) per epoch (index)."""
     fig = go.Figure(
         [
-            go.Scatter(x=epochs_by_head.index, y=epochs_by_head[c], mode="lines+markers", name=c)
+            go.Scatter(
+                x=epochs_by_head.index,
+                y=epochs_by_head[c],
+                mode="lines+markers",
+                name=plain(c),
+                line={"color": ROLE_COLORS["student"]} if c == "final" else None,  # the student's own classifier
+            )
             for c in epochs_by_head.columns
         ]
     )
     return fig.update_layout(
-        title=title, xaxis_title="epoch", yaxis_title="mean p(true class)", yaxis_range=[0, 1], height=340
+        title=plain(title),
+        xaxis=integer_axis(epochs_by_head.index),
+        yaxis_title="mean p(true class)",
+        yaxis_range=[0, 1],
+        height=340,
     )

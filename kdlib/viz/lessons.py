@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from .style import BOOLEAN_COLORS, QUANTITY_COLORS, QUANTITY_SCALES, SELECTED_COLOR, plain
+
 
 def softmax_temperature_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
     """softmax(z / T) per class, one group of bars per temperature (`kdlib.views.softmax_table`)."""
@@ -14,7 +16,7 @@ def softmax_temperature_figure(table: pd.DataFrame, title: str = "") -> go.Figur
     for temperature, rows in table.groupby("temperature", sort=True):
         fig.add_bar(x=rows["class"].astype(str), y=rows.probability, name=f"T = {temperature:g}")
     return fig.update_layout(
-        title=title or None,
+        title=plain(title) if title else None,
         barmode="group",
         xaxis_title="class",
         yaxis={"title": "probability", "range": [0, 1]},
@@ -46,19 +48,20 @@ def pskd_rescaling_curve_figure(
     p_true: np.ndarray, curves: dict[str, np.ndarray], point: tuple[float, float] | None = None
 ) -> go.Figure:
     """PS-KD's w_gt against p_g (the prediction now), one curve per setting; `point` is the sliders' sample."""
-    fig = go.Figure()
-    for i, (name, values) in enumerate(curves.items()):
-        fig.add_scatter(x=p_true, y=values, mode="lines", name=name, line={"width": 3 if i == 0 else 1.5})
+    fig, dashes = go.Figure(), ("solid", "dash", "dot", "dashdot")
+    for i, (name, values) in enumerate(curves.items()):  # one quantity (w_gt): its colour, a dash per setting
+        line = {"width": 3 if i == 0 else 1.5, "color": QUANTITY_COLORS["gradient ratio"], "dash": dashes[i % 4]}
+        fig.add_scatter(x=p_true, y=values, mode="lines", name=plain(name), line=line)
     if point is not None:
         fig.add_scatter(
             x=[point[0]],
             y=[point[1]],
             mode="markers",
             name="the sliders' sample",
-            marker={"size": 14, "color": "black"},
+            marker={"size": 14, "color": SELECTED_COLOR},
         )
     fig.add_hline(y=1, line_dash="dot", line_color="gray", annotation_text="plain cross-entropy")
-    fig.add_hline(y=0, line_dash="dot", line_color="#ef553b", annotation_text="no gradient")
+    fig.add_hline(y=0, line_dash="dash", line_color="gray", annotation_text="no gradient")
     return fig.update_layout(
         title="Gradient on the true class, as a share of cross-entropy's",
         xaxis_title="p_g: the model's probability of the true class now",
@@ -85,22 +88,24 @@ def wsl_weight_map_figure(
             z=weights,
             zmin=0,
             zmax=1,
-            colorscale="Viridis",
-            colorbar={"title": "w"},
+            colorscale=QUANTITY_SCALES["weight"],  # as wherever WSL's weight colours points
+            colorbar={"title": {"text": "weight w"}},
             hovertemplate="p_s,y %{x:.2f}<br>p_t,y %{y:.2f}<br>w %{z:.3f}<extra></extra>",
         )
     )
     fig.add_scatter(
         x=[0, 1], y=[0, 1], mode="lines", name="p_t,y = p_s,y (w = 1 - 1/e)", line={"dash": "dot", "color": "white"}
     )
-    fig.add_annotation(x=0.75, y=0.15, text="regularization samples", showarrow=False, font={"color": "white"})
+    fig.add_annotation(  # in the colour a regularization sample has on every scatter
+        x=0.75, y=0.15, text="<b>regularization samples</b>", showarrow=False, font={"color": BOOLEAN_COLORS[True]}
+    )
     if point is not None:
         fig.add_scatter(
             x=[point[0]],
             y=[point[1]],
             mode="markers",
             name="the sliders' sample",
-            marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#ef553b"}},
+            marker={"size": 16, "color": "rgba(255,255,255,0.45)", "line": {"width": 3, "color": SELECTED_COLOR}},
         )
     fig.update_yaxes(range=[0, 1])
     fig.update_xaxes(range=[0, 1])

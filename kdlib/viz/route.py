@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .style import _empty_figure
+from .style import ROLE_COLORS, _empty_figure, integer_axis, log_axis, plain, shades
 
 
 def route_map_figure(layout: pd.DataFrame, title: str = "The student on the teacher's route") -> go.Figure:
@@ -18,9 +18,9 @@ def route_map_figure(layout: pd.DataFrame, title: str = "The student on the teac
     """
     fig = go.Figure()
     styles = {
-        "teacher": ("#636efa", "circle"),
-        "moving teacher": ("#ab63fa", "diamond"),
-        "student": ("#ef553b", "circle"),
+        "teacher": (ROLE_COLORS["teacher"], "circle"),
+        "moving teacher": (ROLE_COLORS["moving teacher"], "diamond"),
+        "student": (ROLE_COLORS["student"], "circle"),
     }
     for who, part in layout.groupby("who", sort=False):
         color, symbol = styles.get(who, ("gray", "circle"))
@@ -28,13 +28,13 @@ def route_map_figure(layout: pd.DataFrame, title: str = "The student on the teac
             x=part.x,
             y=part.y,
             mode="lines+markers+text",
-            name=who,
+            name=plain(who),
             text=part.epoch.astype(str),
             textposition="top center",
             textfont={"size": 9},
             line={"color": color},
             marker={"symbol": symbol, "size": 8, "color": color},
-            hovertemplate=f"{who} after epoch %{{text}}<extra></extra>",
+            hovertemplate=f"{plain(who)} after epoch %{{text}}<extra></extra>",
         )
     if "anchor" in layout and layout.anchor.any():
         anchors = layout[layout.anchor]
@@ -43,7 +43,12 @@ def route_map_figure(layout: pd.DataFrame, title: str = "The student on the teac
             y=anchors.y,
             mode="markers",
             name="anchors",
-            marker={"symbol": "star", "size": 16, "color": "#ffa15a", "line": {"width": 1, "color": "black"}},
+            marker={
+                "symbol": "star",
+                "size": 16,
+                "color": ROLE_COLORS["anchor"],
+                "line": {"width": 1, "color": "black"},
+            },
         )
     if "current" in layout and layout.current.any():
         now = layout[layout.current]
@@ -52,9 +57,9 @@ def route_map_figure(layout: pd.DataFrame, title: str = "The student on the teac
             y=now.y,
             mode="markers",
             name="current anchor",
-            marker={"size": 24, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#ffa15a"}},
+            marker={"size": 24, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": ROLE_COLORS["anchor"]}},
         )
-    return fig.update_layout(title=title, xaxis_title="PC 1", yaxis_title="PC 2", height=480)
+    return fig.update_layout(title=plain(title), xaxis_title="PC 1", yaxis_title="PC 2", height=480)
 
 
 def route_distance_figure(epochs: pd.DataFrame) -> go.Figure:
@@ -64,15 +69,14 @@ def route_distance_figure(epochs: pd.DataFrame) -> go.Figure:
         return _empty_figure("This run's teacher has no route (train it with teacher.route).")
     fig = go.Figure()
     last = columns[-1]
-    for column in columns:
+    for column, color in zip(columns, shades("teacher", len(columns)), strict=True):  # early: light, converged: full
         checkpoint = int(column.split(".")[1])
         fig.add_scatter(
             x=epochs.index,
             y=epochs[column],
             mode="lines",
             name=f"teacher epoch {checkpoint}",
-            line={"width": 3 if column == last else 1},
-            opacity=1 if column == last else 0.45,
+            line={"width": 3 if column == last else 1.2, "color": color},
         )
     if "anchor_epoch" in epochs:
         anchor_kl = [
@@ -84,14 +88,13 @@ def route_distance_figure(epochs: pd.DataFrame) -> go.Figure:
             y=anchor_kl,
             mode="markers",
             name="current anchor",
-            marker={"symbol": "star", "size": 12, "color": "#ffa15a"},
+            marker={"symbol": "star", "size": 12, "color": ROLE_COLORS["anchor"]},
         )
     return fig.update_layout(
         title="Student to teacher checkpoints: KL(teacher || student) on the probe set",
-        xaxis_title="student epoch",
-        yaxis_title="mean KL",
+        xaxis=integer_axis(epochs.index, "student epoch"),
+        yaxis=log_axis(epochs[columns].to_numpy(), "mean KL"),
         height=380,
-        yaxis_type="log",
     )
 
 
@@ -108,15 +111,16 @@ def route_profile_figure(
         return _empty_figure("No route distances yet (a run whose teacher has a route records them).")
     checkpoints = [int(c.split(".")[1]) for c in columns]
     fig = go.Figure()
-    for epoch in [e for e in student_epochs if e in epochs.index]:
+    shown = [e for e in student_epochs if e in epochs.index]
+    for epoch, color in zip(shown, shades("student", len(shown)), strict=True):  # early: light, late: full
         bold = epoch == selected
         fig.add_scatter(
             x=checkpoints,
             y=epochs.loc[epoch, columns].astype(float),
             mode="lines+markers",
             name=f"student epoch {epoch}",
-            line={"width": 3 if bold else 1},
-            opacity=1 if bold else 0.5,
+            line={"width": 3 if bold else 1.2, "color": color},
+            opacity=1 if bold else 0.7,
         )
     if anchors and selected in epochs.index:
         kept = [a for a in anchors if f"route_kl.{a:04d}" in epochs]
@@ -125,13 +129,17 @@ def route_profile_figure(
             y=[epochs.loc[selected, f"route_kl.{a:04d}"] for a in kept],
             mode="markers",
             name="anchors",
-            marker={"symbol": "star", "size": 16, "color": "#ffa15a", "line": {"width": 1, "color": "black"}},
+            marker={
+                "symbol": "star",
+                "size": 16,
+                "color": ROLE_COLORS["anchor"],
+                "line": {"width": 1, "color": "black"},
+            },
         )
     return fig.update_layout(
         title="How far the student is from each point of the route",
-        xaxis_title="teacher checkpoint (its epoch)",
-        yaxis_title="mean KL(teacher || student)",
-        yaxis_type="log",
+        xaxis=integer_axis(checkpoints, "teacher checkpoint (its epoch)"),
+        yaxis=log_axis(epochs[columns].to_numpy(), "mean KL(teacher || student)"),
         height=380,
         legend={"orientation": "h", "y": -0.25},
     )
@@ -146,7 +154,7 @@ def anchor_schedule_figure(epochs: pd.DataFrame, epoch: int | None = None) -> go
             x=epochs.index,
             y=epochs.anchor_epoch,
             mode="lines+markers",
-            line={"shape": "hv", "color": "#ffa15a"},
+            line={"shape": "hv", "color": ROLE_COLORS["anchor"]},
             name="anchor",
             hovertemplate="student epoch %{x}: teacher after epoch %{y}<extra></extra>",
         )
@@ -155,8 +163,8 @@ def anchor_schedule_figure(epochs: pd.DataFrame, epoch: int | None = None) -> go
         fig.add_vline(x=epoch, line_dash="dot", line_color="gray")
     return fig.update_layout(
         title="Anchor schedule",
-        xaxis_title="student epoch",
-        yaxis_title="anchor: teacher after epoch",
+        xaxis=integer_axis(epochs.index, "student epoch"),
+        yaxis=integer_axis(epochs.anchor_epoch.dropna(), "anchor: teacher after epoch"),
         height=300,
         margin={"t": 50},
     )

@@ -16,6 +16,13 @@ def names(figure: dict) -> list[str]:
     return [trace.get("name") for trace in figure["data"]]
 
 
+def by_sample(figure: dict, axis: str = "y") -> np.ndarray:
+    """A per-sample scatter's values in sample order, gathered from its point traces (a flag splits them in two)."""
+    traces = [t for t in figure["data"] if t.get("customdata")]
+    pairs = [(i, v) for t in traces for i, v in zip(t["customdata"], t[axis], strict=True)]
+    return np.array([v for _, v in sorted(pairs)])
+
+
 def labels(store, run_id: str, *keys: str) -> set[str]:
     """How the page names these per-sample keys: their declared labels."""
     values = run_values(store, run_id)
@@ -56,7 +63,9 @@ def test_wsl_weights_with_the_share_of_regularization_samples(methods):
     assert app.radio[0].value == "weights" and app.select_slider[0].value == 1
     weights, trajectory, point, top = figures(app)
     samples = load_run(runs["wsl"], store.home).samples(1)
-    assert np.allclose(weights["data"][0]["y"], samples.weight, atol=1e-3)
+    assert np.allclose(by_sample(weights), samples.weight, atol=1e-3)
+    assert names(weights)[:2] == ["regularization sample: yes", "regularization sample: no"]  # a legend, no bar
+    assert len(weights["data"][0]["x"]) == int(samples.reg_sample.sum())
     assert app.metric[0].value == f"{samples.reg_sample.mean():.1%}"
     assert names(top) == ["teacher", "student"] and labels(store, runs["wsl"], "weight") <= set(names(trajectory))
     chosen = app.multiselect(key=f"inspect-values-{runs['wsl']}-weights")
@@ -80,7 +89,7 @@ def test_calibration_of_the_test_split_and_a_test_sample(methods):
     app = open_page("inspect", run=runs["rco"], view="calibration", sample="500")
     reliability, scatter, trajectory, point, top = figures(app)
     assert "ECE" in reliability["layout"]["title"]["text"]
-    assert len(scatter["data"][0]["x"]) == 80
+    assert len(by_sample(scatter)) == 80 and names(scatter)[:2] == ["correct: yes", "correct: no"]
     assert app.number_input[0].value == 79  # clipped to the test split
     assert {"p(true class)", "confidence (top class)"} <= set(names(trajectory))
     assert scatter["layout"]["xaxis"]["title"]["text"] == "confidence (top class)"
@@ -102,8 +111,10 @@ def test_bias_and_variance_over_the_last_epochs_and_across_seeds(tiny):
     assert not app.exception and store.analyses(first) == ["bias_variance.test.last5"]
     scatter = figures(app)[0]
     frame = store.analysis(first, "bias_variance.test.last5")
-    assert np.allclose(scatter["data"][0]["y"], frame.bias) and len(frame) == 80
-    assert set(scatter["data"][0]["marker"]["color"]) <= {0.0, 1.0}  # WSL's flag, from the teacher
+    assert np.allclose(by_sample(scatter), frame.bias) and len(frame) == 80
+    # WSL's flag, from the teacher: two colours and a legend, not a colour bar
+    assert names(scatter)[:2] == ["regularization sample: yes", "regularization sample: no"]
+    assert not any(t.get("marker", {}).get("showscale") for t in scatter["data"])
     assert app.multiselect(key="inspect-bv-others").options == [second]
     app.multiselect(key="inspect-bv-others").set_value([second]).run()
     app.button(key="inspect-bv-runs").click().run()

@@ -38,7 +38,7 @@ def test_a_studys_trials_are_shown_with_their_params_values_and_curves(tiny):
     params, parallel, curves = figures(app)
     assert {t["name"] for t in params["data"]} == {"complete", "pruned"}
     assert len({t["xaxis"] for t in params["data"]}) == 2  # one panel per param
-    assert [d["label"] for d in parallel["data"][0]["dimensions"]] == ["method.temperature", "method.w_kd", "val.acc"]
+    assert [d["label"] for d in parallel["data"][0]["dimensions"]] == ["method.temperature", "method.w_kd", "val accuracy"]
     assert [t["name"] for t in curves["data"]] == ["trial 0", "trial 1", "trial 2"]
     assert [t.get("line", {}).get("dash") for t in curves["data"]] == [None, None, "dash"]
     assert curves["data"][2]["y"] == store.epoch_metrics(trials.run_id.iloc[2])["val.acc"].tolist()
@@ -46,6 +46,6 @@ def test_a_studys_trials_are_shown_with_their_params_values_and_curves(tiny):
     assert all(run_id in link.query_string for run_id in trials.run_id)
 
     app.selectbox(key="sweeps-metric").set_value("test.nll").run()
-    assert figures(app)[2]["layout"]["yaxis"]["title"]["text"] == "test.nll"
+    assert figures(app)[2]["layout"]["yaxis"]["title"]["text"] == "test NLL"
     app.selectbox(key="sweeps-study").set_value("other").run()
     assert app.query_params["study"] in ("other", ["other"]) and len(app.dataframe[0].value) == 2
