@@ -1,5 +1,5 @@
 """The command line: `kdlib` (or `python -m kdlib`) run | validate | ls | show | rm | resume | pause | stop |
-sweep | study | export | reference | app.
+set | sweep | study | export | reference | app.
 
 Commands that only read the store (`--help`, `ls`, `show`, `rm`, `study`, `export --to parquet`) import no
 torch: what trains or validates a config is imported inside the commands that need it. The longer
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from kdlib import __version__
-from kdlib.cli_commands import clean, cmd_export, cmd_study, cmd_sweep, resolve_run  # noqa: F401 (commands by name)
+from kdlib.cli_commands import clean, cmd_export, cmd_set, cmd_study, cmd_sweep, resolve_run  # noqa: F401 (by name)
 from kdlib.store import ACTIVE, RunNotFound, RunStore, StoreError
 
 
@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--from-scratch", action="store_true",
                              help="train it again from epoch 0 (a run whose checkpoint is gone)")
         _home_arg(sub)
+
+    tune = commands.add_parser("set", help="change a running run from its next step, e.g. method.temperature=1.5")
+    tune.add_argument("run", help="run id or its unique prefix")
+    tune.add_argument("changes", nargs="*", metavar="FIELD=VALUE",
+                      help="a method param that takes a schedule, or optimizer.lr (a bare name is a method param); "
+                      "none: list what the run may change, its values now and its changes so far")
+    _home_arg(tune)
 
     sweep = commands.add_parser("sweep", help="search hyperparameters: an Optuna study whose trials are runs")
     _config_args(sweep)

@@ -1,4 +1,4 @@
-"""The CLI's longer commands (sweep, study, export) and what every command shares: naming a run by a prefix
+"""The CLI's longer commands (sweep, study, export, set) and what every command shares: naming a run by a prefix
 of its id, numbers made plain for JSON. `kdlib.__main__` parses the command line and calls them; like it,
 they import torch, optuna and the export formats only inside the commands that need them.
 """
@@ -136,3 +136,37 @@ def cmd_export(args) -> int:
     for path in written:
         print(f"  {path.name}")
     return 0
+
+
+def cmd_set(args) -> int:
+    """Change a running or paused run from its next step (kdlib.tuning); with no FIELD=VALUE, what it may change."""
+    from kdlib.tuning import TuningRefused, parse_assignments
+
+    store = RunStore(args.home)
+    run_id = resolve_run(store, args.run)
+    if not args.changes:
+        _print_tunables(store, run_id)
+        return 0
+    try:
+        values = store.request_changes(run_id, parse_assignments(args.changes))
+    except TuningRefused as error:
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    asked = "  ".join(f"{path}={value:g}" for path, value in values.items())
+    print(f"{run_id}: asked {asked}; it takes effect at the run's next logged step "
+          f"(`python -m kdlib set {run_id}` shows where)")
+    return 0
+
+
+def _print_tunables(store: RunStore, run_id: str) -> None:
+    run, spec = store.run(run_id), store.tunables(run_id)
+    print(f"{run_id}  {run['name']}  [{run['status']}]")
+    now = store.tuned_values(run_id)
+    for path, bounds in spec["tunable"].items():
+        limits = ", ".join(f"{k} {v:g}" for k, v in bounds.items())
+        print(f"  {path} = {now[path]:g}" + (f"  ({limits})" if limits else ""))
+    changes = store.changes(run_id)
+    for change in changes.itertuples():
+        where = f"from epoch {change.epoch}, step {change.epoch_step} of it" if change.state == "applied" else ""
+        print(f"  changed {change.path}={change.value:g}  {change.state} {where}".rstrip())

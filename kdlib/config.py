@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_v
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kdlib.loggers import LoggerSection
+from kdlib.schedules import Changes
 from kdlib.spec import MAX_SEED, Named, Section, context_folder, is_file_import, local_path
 
 
@@ -331,6 +332,12 @@ class RunConfig(TrainingSection):
         "writes event files into `<run folder>/tensorboard`, `[{name: tensorboard, dir: tb}]` into `tb/<run id>` "
         "(relative to the config file); `[{name: mlflow, tracking_uri: ..., experiment: ...}]` logs to MLflow",
     )
+    lr_changes: Changes = Field(
+        default_factory=list,
+        description="changes of optimizer.lr made while the run trained (`kdlib set RUN optimizer.lr=...`): from "
+        "each one's epoch and step (within that epoch, 0-based) on, the base learning rate is its value, which "
+        "kdlib's lr schedules go on scaling (constant, cosine, step only)",
+    )
     # exclude: a trial's config (and so the store, the teacher's hash, siblings) never carries the search
     sweep: SweepSection | None = Field(
         None, exclude=True, description="a hyperparameter search over this config (see `sweep` below)"
@@ -342,9 +349,18 @@ class RunConfig(TrainingSection):
         # absolute, so a worker started in another folder finds them
         return [local_path(i, context_folder(info)) if is_file_import(i) else i for i in imports]
 
+    @model_validator(mode="after")
+    def _lr_changes_under_kdlib_schedules(self) -> RunConfig:
+        if self.lr_changes and self.lr_schedule.name not in SHORT_LR_SCHEDULES:
+            raise ValueError(f"lr_changes: the base lr changes under kdlib's lr schedules ({', '.join(SHORT_LR_SCHEDULES)})"
+                             f"; lr_schedule {self.lr_schedule.name!r} keeps learning rates of its own")
+        return self
+
     def to_dict(self) -> dict:
-        """Plain data; `imports` first (the order a reader needs them), left out when empty."""
+        """Plain data; `imports` first (the order a reader needs them), `imports` and `lr_changes` left out when empty."""
         data = _simplify(self.model_dump(mode="json"))
+        if not data["lr_changes"]:
+            del data["lr_changes"]
         imports = data.pop("imports")
         return {"imports": imports, **data} if imports else data
 

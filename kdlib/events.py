@@ -1,4 +1,5 @@
-"""The five things a run tells the world, and the Sink protocol that hears them.
+"""The things a run tells the world (five, and a sixth when it is tuned while it trains), and the Sink
+protocol that hears them.
 
 Events carry plain data (numbers, strings, numpy arrays), never tensors or models, so a sink
 can write them anywhere: the run store, a progress bar, a list in a test.
@@ -46,12 +47,24 @@ class CheckpointSaved:
 
 
 @dataclass(frozen=True)
+class ParamsChanged:
+    """Changes asked of the run while it trained (kdlib.tuning) took effect from this step on."""
+
+    epoch: int
+    step: int  # global step
+    epoch_step: int  # the step within the epoch
+    values: dict[str, float]  # config path -> value, e.g. {"method.temperature": 1.5}
+    requests: tuple[int, ...] = ()  # the store's ids of the requests
+    time: float = field(default_factory=now)
+
+
+@dataclass(frozen=True)
 class RunEnded:
     status: str  # done | stopped | failed
     error: str | None = None
 
 
-Event = RunStarted | StepLogged | EpochEnded | CheckpointSaved | RunEnded
+Event = RunStarted | StepLogged | EpochEnded | CheckpointSaved | ParamsChanged | RunEnded
 
 
 class Sink(Protocol):

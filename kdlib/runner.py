@@ -49,10 +49,17 @@ class StoreControl(Control):
                  written: Callable[[], None] = lambda: None) -> None:
         self.store, self.run_id, self.poll_seconds, self.written = store, run_id, poll_seconds, written
         self.watched = (run_id, *also)  # a teacher trained for a student also obeys the student's flag
+        self.taken: set[int] = set()  # the changes asked of the run (kdlib.tuning) that it was handed
 
     def _flag(self) -> str:
         flags = {self.store.control(r) for r in self.watched}
         return "stop" if "stop" in flags else "pause" if "pause" in flags else "run"
+
+    def changes(self) -> list[dict]:
+        """The changes asked of the run that it has not been handed yet: one small query, after a poll."""
+        pending = [c for c in self.store.pending_changes(self.run_id) if c["id"] not in self.taken]
+        self.taken.update(c["id"] for c in pending)
+        return pending
 
     def poll(self) -> None:
         paused = False
@@ -294,6 +301,17 @@ class RunHandle:
 
     def stop(self) -> None:
         self.store.request(self.run_id, "stop")
+
+    def set(self, changes: dict[str, float] | str, value: float | None = None) -> dict[str, float]:
+        """Change a running or paused run from its next step: `set("method.temperature", 1.5)`, or several at once,
+        `set({"temperature": 1.5, "optimizer.lr": 1e-3})` (a bare name is a method param); returns the values.
+
+        Tunable: the method's params that take a schedule, and optimizer.lr. Every change is checked before anything
+        is written (kdlib.tuning.TuningRefused names the field and the fix); the run keeps it in its config at the
+        step it took effect, so that a resumed run and an exported config reproduce it (kdlib.tuning)."""
+        changes = {changes: value} if isinstance(changes, str) else changes
+        self.status  # noqa: B018 - reaps an ended process first, so the check sees it gone
+        return self.store.request_changes(self.run_id, {k if "." in k else f"method.{k}": v for k, v in changes.items()})
 
     def resume(self, from_scratch: bool = False) -> None:
         """Continue a paused run, or restart a stopped or failed one from its last checkpoint.

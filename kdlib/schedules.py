@@ -9,9 +9,15 @@ A config field that is `Schedulable` takes a number (constant), a list of `[epoc
     w_kd: {kind: step, start: 0.9, gamma: 0.5, milestones: [10, 20]}
     temperature: [[0, 8.0], [10, 4.0], [20, 1.0]]
 
-Every schedule has `value(epoch, total_epochs)` for a 0-based epoch, and `curve(total_epochs)`
-to plot it. For linear and cosine, s = clip((epoch - start_epoch) / (end_epoch - start_epoch), 0, 1),
-and `end_epoch` defaults to the last epoch (METHODS.md section 3).
+Every schedule has `value_at(epoch, total_epochs)` for a 0-based epoch, and `schedule_curve` plots
+it. For linear and cosine, s = clip((epoch - start_epoch) / (end_epoch - start_epoch), 0, 1), and
+`end_epoch` defaults to the last epoch (METHODS.md section 3).
+
+A param changed while its run trained (`kdlib set`, kdlib.tuning) becomes a `tuned` schedule: its
+`base` until the first change, then each change's value from its epoch and step (within that epoch)
+on. It is the one schedule that can change inside an epoch: `value_at_step(epoch, step, total)`.
+
+    temperature: {kind: tuned, base: 4.0, changes: [{epoch: 2, step: 13, value: 1.5}]}
 """
 
 from __future__ import annotations
@@ -106,7 +112,75 @@ class Points(Section):
         return [v for _, v in self.points]
 
 
-Schedule = Annotated[Constant | Linear | Cosine | Step | Points, Field(discriminator="kind")]
+class Change(Section):
+    """One change made while a run trained: from `step` of `epoch` on (both 0-based), the value is `value`."""
+
+    epoch: int = Field(ge=0, description="the epoch of the change (0-based)")
+    step: int = Field(0, ge=0, description="the step within that epoch from which the value holds (0-based)")
+    value: float = Field(description="the value from then on")
+
+    def at(self) -> tuple[int, int]:
+        return self.epoch, self.step
+
+
+def _in_order(changes: list[Change]) -> list[Change]:
+    places = [c.at() for c in changes]
+    if places != sorted(set(places)):
+        raise ValueError(f"changes: (epoch, step) must increase strictly, got {places}")
+    return changes
+
+
+Changes = Annotated[list[Change], AfterValidator(_in_order)]
+
+
+def changed(changes: list[Change], epoch: int, step: int, value: float) -> list[Change]:
+    """`changes` with one more, from (epoch, step) on: it replaces those at or after that place (a run
+    replayed from a checkpoint makes them again)."""
+    return [*(c for c in changes if c.at() < (epoch, step)), Change(epoch=epoch, step=step, value=value)]
+
+
+def value_after(changes: list[Change], epoch: int, step: int) -> float | None:
+    """The value of the last change made at or before (epoch, step), or None before the first."""
+    found = None
+    for change in changes:
+        if change.at() <= (epoch, step):
+            found = change.value
+    return found
+
+
+Plain = Annotated[Constant | Linear | Cosine | Step | Points, Field(discriminator="kind")]
+
+
+class Tuned(Section):
+    """A schedule changed while its run trained (kdlib.tuning): `base` until the first change, then each
+    change's value from its epoch and step on."""
+
+    kind: Literal["tuned"] = "tuned"
+    base: Annotated[Plain, BeforeValidator(lambda v: _coerce(v))] = Field(
+        description="the schedule the run started with"
+    )
+    changes: Changes = Field(min_length=1, description="[{epoch, step, value}]: the value from that step on")
+
+    def value_at(self, epoch: int, total_epochs: int) -> float:
+        """At the epoch's first step."""
+        return self.value_at_step(epoch, 0, total_epochs)
+
+    def value_at_step(self, epoch: int, step: int, total_epochs: int) -> float:
+        found = value_after(self.changes, epoch, step)
+        return self.base.value_at(epoch, total_epochs) if found is None else found
+
+    def extremes(self) -> list[float]:
+        return [*self.base.extremes(), *(c.value for c in self.changes)]
+
+
+Schedule = Annotated[Constant | Linear | Cosine | Step | Points | Tuned, Field(discriminator="kind")]
+
+
+def tuned(schedule: float | Schedule, epoch: int, step: int, value: float) -> Tuned:
+    """`schedule` changed to `value` from step `step` of epoch `epoch` on."""
+    if isinstance(schedule, Tuned):
+        return Tuned(base=schedule.base, changes=changed(schedule.changes, epoch, step, value))
+    return Tuned(base=as_schedule(schedule), changes=[Change(epoch=epoch, step=step, value=value)])
 
 
 _EXPECTED = "a number or a schedule ({kind: cosine, start: 8, end: 2}, or [[epoch, value], ...])"
@@ -122,7 +196,7 @@ def _coerce(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return {"kind": "list", "points": value}
     if isinstance(value, dict) and "kind" not in value:
-        raise ValueError("a schedule needs a 'kind': one of constant, linear, cosine, step, list")
+        raise ValueError("a schedule needs a 'kind': one of constant, linear, cosine, step, list, tuned")
     if not isinstance(value, dict | Section):
         raise ValueError(f"expected {_EXPECTED}, got {type(value).__name__}")
     return value
@@ -152,6 +226,12 @@ def is_schedulable(info: FieldInfo) -> bool:
 
 def as_schedule(value: float | Schedule) -> Schedule:
     return Constant(value=float(value)) if isinstance(value, (int, float)) else value
+
+
+def value_at_step(schedule: float | Schedule, epoch: int, step: int, total_epochs: int) -> float:
+    """The value at step `step` of epoch `epoch`: the epoch's value, but for a tuned schedule's changes."""
+    s = as_schedule(schedule)
+    return s.value_at_step(epoch, step, total_epochs) if isinstance(s, Tuned) else s.value_at(epoch, total_epochs)
 
 
 def schedule_curve(schedule: float | Schedule, total_epochs: int) -> list[float]:

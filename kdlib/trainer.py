@@ -28,13 +28,15 @@ from kdlib.config import RunConfig
 from kdlib.data import DataBundle, load_data
 from kdlib.data.base import TensorSplit, first_samples
 from kdlib.distributed import SINGLE, Processes
-from kdlib.events import CheckpointSaved, EpochEnded, RunEnded, RunStarted, Sink, StepLogged
+from kdlib.events import CheckpointSaved, EpochEnded, ParamsChanged, RunEnded, RunStarted, Sink, StepLogged
 from kdlib.methods import METHODS, MethodContext, TeacherRoute
 from kdlib.models import build_model
 from kdlib.optim import amp_settings, lr_factor, make_lr_scheduler, make_optimizer
 from kdlib.probes import RouteProbe
 from kdlib.recording import ColumnTable, GradientProbe, NonFiniteLoss, epoch_record, logged_loss
+from kdlib.schedules import value_after
 from kdlib.teacher_cache import attach_teacher
+from kdlib.tuning import apply_changes, lr_change_steps
 
 __all__ = ["Control", "NonFiniteLoss", "StopRequested", "fit", "load_checkpoint", "resolve_device"]
 
@@ -49,25 +51,40 @@ class Control:
     def poll(self) -> None:
         """Return to keep going, block while paused, raise StopRequested to stop."""
 
+    def changes(self) -> list[dict]:
+        """Changes asked of the run since the last call ([{id, path, value}], kdlib.tuning), read after a poll."""
+        return []
+
 
 class SharedControl(Control):
     """The first process's control, obeyed by every process at the same step."""
 
     def __init__(self, control: Control, processes: Processes) -> None:
-        self.control, self.processes = control, processes
+        self.control, self.processes, self.pending = control, processes, []
 
     def poll(self) -> None:
         if not self.processes.active:
             return self.control.poll()
-        stop = torch.zeros(1)
+        flags = torch.zeros(2)  # stop, changes asked
         if self.processes.is_main:
             try:
                 self.control.poll()  # a pause blocks here, and the others in the broadcast
             except StopRequested:
-                stop += 1
-        if self.processes.broadcast(stop.to(_collective_device())).item():
+                flags[0] += 1
+            self.pending = self.control.changes()
+            flags[1] = float(bool(self.pending))
+        flags = self.processes.broadcast(flags.to(_collective_device())).tolist()
+        if flags[0]:
             raise StopRequested
+        if flags[1]:
+            self.pending = self.processes.broadcast_object(self.pending if self.processes.is_main else None)
         return None
+
+    def changes(self) -> list[dict]:
+        if not self.processes.active:
+            return self.control.changes()
+        pending, self.pending = self.pending, []
+        return pending
 
 
 def _collective_device() -> torch.device:
@@ -213,6 +230,8 @@ class Training:
             self.route_probe = RouteProbe(route, probe_x, self.autocast)
             self.route_probe.save(run_dir / "route_probe.npz")
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # before a checkpoint overwrites them
+        self.config_lrs = list(self.base_lrs)  # at config.optimizer.lr; an lr set while it trains scales them
+        self.lr_steps = lr_change_steps(config.lr_changes, self.steps_per_epoch)  # {global step: base lr}
         self.checkpoint_path = run_dir / "checkpoint.pt"
         self.start_epoch = self._resume()
         self._share_batches()
@@ -249,11 +268,15 @@ class Training:
         self.distiller.prepare(lambda search_step, values: emit(StepLogged(-1, search_step, values)))
         checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(self.checkpoint_path))), written)
         self.generator, self.step, self.lr_set = torch.Generator(), self.start_epoch * self.steps_per_epoch, None
+        if (lr := value_after(config.lr_changes, self.start_epoch, 0)) is not None:
+            self._rebase_lr(lr)  # a resumed run goes on with the base lr its changes left
+        self._take_changes(control, emit, self.start_epoch, 0)  # asked while it waited (for its teacher, say)
         try:
             for epoch in range(self.start_epoch, config.epochs):
                 per_step, per_sample, probe = self._train_epoch(epoch, emit, control)
                 self._end_epoch(epoch, per_step, per_sample, probe, emit, checkpointer)
                 control.poll()
+                self._take_changes(control, emit, epoch + 1, 0)
         finally:
             checkpointer.close()
         if self.processes.is_main:
@@ -264,6 +287,7 @@ class Training:
         # Batch order and dropout depend on (seed, epoch) only, so a resumed epoch replays exactly.
         self.generator.manual_seed(config.seed * 1_000_003 + epoch)
         seed_torch(config.seed * 1_000_003 + epoch, self.device)
+        self.distiller.epoch_step = 0
         self.distiller.on_epoch_start(epoch)
         self.student.train()
         # Each step's values are kept by reference and gathered into device tensors when read: no host sync.
@@ -277,6 +301,9 @@ class Training:
         for i, batch in enumerate(own_rows):
             if self.batches_move:
                 batch = batch.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            self.distiller.epoch_step = i  # where a param tuned while it trains takes its new value
+            if self.lr_steps and self.step in self.lr_steps:
+                self._rebase_lr(self.lr_steps[self.step])
             if self.lr_scheduler is None and (factor := self.lr_at(self.step)) != self.lr_set:
                 for group, base_lr in zip(optimizer.param_groups, self.base_lrs, strict=True):
                     group["lr"] = base_lr * factor
@@ -306,10 +333,33 @@ class Training:
                 emit(StepLogged(epoch, self.step, {"train.loss": window, "lr": optimizer.param_groups[0]["lr"]}))
                 logged = i + 1
                 control.poll()
+                self._take_changes(control, emit, epoch, i + 1)
         if logged < self.steps_per_epoch:
             logged_loss(per_step.column("loss"), self.shard_sizes, logged, self.steps_per_epoch - 1, processes,
                         epoch, self.steps_per_epoch, config)
         return per_step, per_sample, probe
+
+    def _take_changes(self, control: Control, emit, epoch: int, step: int) -> None:
+        """Apply the changes asked of the run (kdlib.tuning) from step `step` of `epoch` on, and say so.
+
+        They go into the config, where a replayed epoch finds them at the same step: a tuned param's
+        schedule (which the distiller reads at every step) and `lr_changes` (read at every step here)."""
+        if step >= self.steps_per_epoch:
+            epoch, step = epoch + 1, 0
+        if epoch >= self.config.epochs:
+            return  # nothing left to change: the store drops what is still asked once the run is done
+        requests = control.changes()
+        if not requests:
+            return
+        values = {r["path"]: float(r["value"]) for r in requests}  # a later request for a field wins
+        apply_changes(self.config, values, epoch, step)
+        self.lr_steps = lr_change_steps(self.config.lr_changes, self.steps_per_epoch)
+        emit(ParamsChanged(epoch, epoch * self.steps_per_epoch + step, step, values, tuple(r["id"] for r in requests)))
+
+    def _rebase_lr(self, lr: float) -> None:
+        """From this step on, `lr` is the base learning rate that kdlib's lr schedule scales."""
+        self.base_lrs = [base * lr / self.config.optimizer.lr for base in self.config_lrs]
+        self.lr_set = None  # set the groups' lr at this step
 
     def _optimizer_step(self) -> None:
         if self.config.grad_clip:

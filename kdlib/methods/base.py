@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from kdlib.data.base import Batch, Split
 from kdlib.registry import Registry
-from kdlib.schedules import as_schedule, is_schedulable
+from kdlib.schedules import Tuned, is_schedulable, value_at_step
 from kdlib.spec import Spec
 
 TeacherLogits = Callable[[Batch], Tensor]  # a frozen teacher's float32 logits of a batch, without gradient
@@ -158,6 +158,7 @@ class Distiller:
     # False for methods that take optimizer steps of their own (a search, a teacher they train): those
     # steps are not shared across processes, so such a method refuses to run under torchrun.
     runs_on_several_processes: ClassVar[bool] = True
+    epoch_step: int = 0  # the step within the epoch, set by the trainer: where a tuned param's changes take effect
 
     def __init__(self, params: Spec, student: nn.Module, teacher: nn.Module | None, context: MethodContext) -> None:
         self.params, self.student, self.teacher, self.context = params, student, teacher, context
@@ -177,14 +178,15 @@ class Distiller:
         return out
 
     def coefficient(self, name: str) -> float:
-        """The value of a schedulable param at the current epoch."""
+        """The value of a schedulable param at the current epoch (and step, for one tuned while it trains)."""
         raw = getattr(self.params, name)
-        # worked out once per epoch (steps ask often); a notebook may change a param or the run's length mid-epoch
-        when = (self.epoch, self.context.total_epochs)
+        # worked out once per epoch (steps ask often); a notebook may change a param or the run's length mid-epoch,
+        # and a param tuned while the run trains (kdlib.tuning) changes at a step: the trainer sets `epoch_step`
+        when = (self.epoch, self.epoch_step if isinstance(raw, Tuned) else 0, self.context.total_epochs)
         cache = self.__dict__.setdefault("_coefficients", {})
         found = cache.get(name)
         if found is None or found[0] != when or found[1] is not raw:
-            found = cache[name] = (when, raw, as_schedule(raw).value_at(*when))
+            found = cache[name] = (when, raw, value_at_step(raw, *when))
         return found[2]
 
     def coefficients(self) -> dict[str, float]:

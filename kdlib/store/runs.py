@@ -32,6 +32,7 @@ import pandas as pd
 from kdlib.paths import home_path, kdlib_home, temporary_beside
 from kdlib.store.samples import PerSampleArrays, epoch_of
 from kdlib.store.studies import StudyTrials
+from kdlib.store.tuning import TUNING_SCHEMA, RunTuning
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -84,7 +85,7 @@ class StoreError(RuntimeError):
         self.kind = kind
 
 
-class RunStore(PerSampleArrays, StudyTrials):
+class RunStore(PerSampleArrays, StudyTrials, RunTuning):
     """Reader and writer of one kdlib home folder."""
 
     def __init__(self, home: str | os.PathLike | None = None) -> None:
@@ -95,7 +96,7 @@ class RunStore(PerSampleArrays, StudyTrials):
         except OSError as error:
             raise store_error(error, self.path) or error from None
         with self._connect() as db:
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + TUNING_SCHEMA)
             _add_column(db, "metrics", "time REAL")  # stores made before metrics had their time
             _add_column(db, "samples", "file TEXT")  # stores made when each array had its own .npy
             _add_column(db, "runs", "pid_started REAL")  # stores made before runs knew their process
@@ -136,6 +137,7 @@ class RunStore(PerSampleArrays, StudyTrials):
         try:
             self.run_dir(run_id).mkdir(parents=True)
             (self.run_dir(run_id) / "config.yaml").write_text(config.to_yaml())
+            self.save_tunables(run_id, config)  # what it may change while it trains (kdlib.tuning)
         except OSError as error:
             shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
             raise store_error(error, self.run_dir(run_id)) or error from None
@@ -275,7 +277,8 @@ class RunStore(PerSampleArrays, StudyTrials):
         if self.run(run_id)["status"] in ACTIVE:
             self.request(run_id, "stop")
         with self._connect() as db:
-            for table, column in (("metrics", "run_id"), ("events", "run_id"), ("samples", "run_id"), ("runs", "id")):
+            for table, column in (("metrics", "run_id"), ("events", "run_id"), ("samples", "run_id"), ("tuning", "run_id"),
+                              ("runs", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 

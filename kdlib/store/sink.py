@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kdlib.events import CheckpointSaved, EpochEnded, Event, RunEnded, RunStarted, StepLogged
+from kdlib.events import CheckpointSaved, EpochEnded, Event, ParamsChanged, RunEnded, RunStarted, StepLogged
 from kdlib.store.runs import RunStore
 
 
@@ -128,5 +128,9 @@ class StoreSink:
             self._insert_metrics(db, self._rows("epoch", event))
         elif isinstance(event, CheckpointSaved):
             self.store.update_run(self.run_id, connection=db, epoch=event.epoch)
+        elif isinstance(event, ParamsChanged):
+            self.store.record_changes(self.run_id, event, connection=db)
         elif isinstance(event, RunEnded):
             self.store.end_run(self.run_id, event.status, event.error)
+            if event.status == "done":
+                self.store.drop_pending_changes(self.run_id)
