@@ -286,26 +286,20 @@ def run_panel(store: RunStore, run_id: str) -> str:
 
 
 def controls(store: RunStore, run_id: str, status: str) -> None:
+    """Pause, Resume, Stop; an action the run does not allow now is disabled, and its help says why."""
     run = handle(store, run_id)
-    pause, resume, stop = st.columns(3)
-    if pause.button("Pause", key=f"pause-{run_id}", disabled=status != "running", width="stretch"):
-        run.pause()
-    if resume.button(
-        "Resume",
-        key=f"resume-{run_id}",
-        disabled=status not in ("paused", "stopped", "failed"),
-        help="continue a paused run, or restart a stopped or failed one from its last checkpoint",
-        width="stretch",
-    ):
-        run.resume()
-        if run.process is not None and run not in _LAUNCHED:
-            _LAUNCHED.append(run)
-        st.rerun()  # the panel starts refreshing again
-    if stop.button("Stop", key=f"stop-{run_id}", disabled=status not in ACTIVE, width="stretch"):
-        run.stop()
-        teacher = teacher_run_id(store, run_id) if store.epoch_metrics(run_id).empty else None
-        if teacher is not None and store.run(teacher)["status"] in ACTIVE:
-            store.request(teacher, "stop")  # the run waits for its teacher: stop the training it waits for
+    refused = run.actions()
+    helps = {"pause": "pause at the next step", "stop": "stop now; Resume continues from the last checkpoint",
+             "resume": "continue a paused run, or restart a stopped or failed one from its last checkpoint"}
+    for column, action in zip(st.columns(3), ("pause", "resume", "stop"), strict=True):
+        reason = refused[action]
+        if column.button(action.capitalize(), key=f"{action}-{run_id}", disabled=reason is not None,
+                         help=f"not now: {reason}" if reason else helps[action], width="stretch"):
+            getattr(run, action)()
+            if action == "resume":
+                if run.process is not None and run not in _LAUNCHED:
+                    _LAUNCHED.append(run)
+                st.rerun()  # the panel starts refreshing again
 
 
 def live_panel(store: RunStore, run_id: str) -> None:

@@ -181,6 +181,9 @@ def cmd_run(args) -> int:
         run_id = processes.broadcast_object(store.create_run(config, name=args.name) if processes.is_main else None)
         return _execute_on_processes(run_id, store, processes)
     if args.background:
+        from kdlib import warm
+
+        warm.START_SERVER = False  # uses the app's or a notebook's warm worker, starts none: this process ends now
         handle = launch(config, name=args.name, home=args.home)
         print(f"started {handle.run_id} in the background; follow it with `python -m kdlib show {handle.run_id}`")
         return 0
@@ -328,13 +331,12 @@ def cmd_control(args) -> int:
     run_id = resolve_run(store, args.run)
     if args.command == "resume" and (processes := _torchrun_processes()).active:
         return _execute_on_processes(run_id, store, processes)
+    if reason := store.actions(run_id)[args.command]:
+        print(f"error: run {run_id} cannot {args.command}: {reason} (`python -m kdlib show {run_id}`)", file=sys.stderr)
+        return 2
     if args.command == "resume":
         from kdlib.runner import resume
 
-        if store.run(run_id)["status"] == "done":
-            print(f"error: run {run_id} is done; there is nothing to resume (`python -m kdlib show {run_id}`)",
-                  file=sys.stderr)
-            return 2
         handle = resume(run_id, args.home, from_scratch=args.from_scratch)
         print(f"{run_id}: {handle.status}")
     else:

@@ -1,9 +1,11 @@
 """Runs as processes: launch in the background, pause, resume, stop, and the executor behind them.
 
 `launch(config)` registers the run in the store and starts `python -m kdlib worker RUN_ID` in a
-new process session (spawned, never forked after torch has started threads), then returns at
-once. The process reads its config from the store and writes everything back to it, so any
-other process (the app, a notebook, the CLI) follows it by reading the store. Pause and stop
+new process session, then returns at once: forked by the warm worker (kdlib.warm, a server that has only
+imported torch and kdlib, so the run skips Python's start and torch's import) where one serves this
+environment, else spawned afresh; never forked from a process whose threads ran. The process reads its
+config from the store and writes everything back to it, so any other process (the app, a notebook, the
+CLI) follows it by reading the store. Pause and stop
 are flags in the store that the run obeys at its next logged step. The worker imports the config's
 `imports:` when it reads the config, so it knows the user's data sets, models and methods; an entry
 defined in `__main__` (a notebook cell, a script) is refused at launch, since no worker can import it.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kdlib import warm
 from kdlib.config import ConfigError, RunConfig
 from kdlib.distributed import SINGLE, Processes
 from kdlib.events import Sink
@@ -68,11 +71,16 @@ class StoreControl(Control):
                 raise StopRequested
             if not paused:
                 self.written()
-                self.store.update_run(self.run_id, status="paused")
+                self._mark("paused")
                 paused = True
             time.sleep(self.poll_seconds)
         if paused:
-            self.store.update_run(self.run_id, status="running")
+            self._mark("running")
+
+    def _mark(self, status: str) -> None:
+        """A teacher's pause is its student's too: both rows say so, and either one resumes both."""
+        for run_id in self.watched:
+            self.store.update_run(run_id, status=status)
 
 
 def execute(
@@ -104,6 +112,8 @@ def execute(
         store.update_run(run_id, control="run")  # executing an ended run again resumes it
 
     def train(run_config: RunConfig, rid: str, teacher=None, on: Processes = SINGLE) -> None:
+        if rid != run_id and on.is_main:
+            store.update_run(rid, phase_of=run_id)  # the teacher's training is a phase of this run: bound controls
         loggers = logger_sinks(run_config, store.run_dir(rid), rid) if on.is_main else []  # the config's `loggers:`
         sinks = [StoreSink(store, rid), *extra_sinks, *loggers, *(own_sinks if rid == run_id else ())] if on.is_main else []
         control = (StoreControl(store, rid, also=(run_id,) if rid != run_id else (), written=sinks[0].flush)
@@ -223,7 +233,7 @@ def _shared_teacher(config: RunConfig, store: RunStore, run_id: str, train, proc
         store.update_run(run_id, status="running")
         store.log_event(run_id, "teacher", "looking for the teacher artifact (training it if new)")
         try:
-            teacher = obtain_teacher(config, store, train)
+            teacher = obtain_teacher(config, store, train, waiting=StoreControl(store, run_id).poll)
         except StopRequested:
             outcome = "stopped"
         except BaseException as error:  # noqa: BLE001 - told to the other processes, then raised
@@ -240,24 +250,19 @@ def _shared_teacher(config: RunConfig, store: RunStore, run_id: str, train, proc
     return teacher
 
 
-def _worker_command(run_id: str, store: RunStore) -> list[str]:
-    return [sys.executable, "-m", "kdlib", "worker", run_id, "--home", str(store.home)]
-
-
-def _start_worker(run_id: str, store: RunStore) -> subprocess.Popen:
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    log = open(store.run_dir(run_id) / "worker.log", "ab")
-    process = subprocess.Popen(
-        _worker_command(run_id, store),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env,
-    )
-    log.close()
+def _start_worker(run_id: str, store: RunStore) -> subprocess.Popen | warm.WarmProcess:
+    """`python -m kdlib worker RUN` in a session of its own, forked by the warm worker where one serves this
+    environment (no Python start nor torch import to wait for), else started afresh."""
+    env, args = warm.worker_environment(), ["worker", run_id, "--home", str(store.home)]
+    with open(store.run_dir(run_id) / "worker.log", "ab") as log:
+        process = warm.spawn(args, env, log.fileno()) or subprocess.Popen(
+            [sys.executable, "-m", "kdlib", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
     store.set_process(run_id, process.pid, control="run")  # until the worker records itself, or if it dies first
     return process
 
@@ -296,10 +301,18 @@ class RunHandle:
             time.sleep(poll)
         return status
 
+    def actions(self) -> dict[str, str | None]:
+        """For each of pause, resume and stop: None if the run allows it now, else why not."""
+        self.status  # noqa: B018 - reaps an ended process first, so the answer sees it gone
+        return self.store.actions(self.run_id)
+
     def pause(self) -> None:
+        """Pause at the next logged step (a queued run pauses as it starts). ControlRefused says why not."""
+        self.store.refuse_unless_allowed(self.run_id, "pause")
         self.store.request(self.run_id, "pause")
 
     def stop(self) -> None:
+        self.store.refuse_unless_allowed(self.run_id, "stop")
         self.store.request(self.run_id, "stop")
 
     def set(self, changes: dict[str, float] | str, value: float | None = None) -> dict[str, float]:
@@ -317,12 +330,16 @@ class RunHandle:
         """Continue a paused run, or restart a stopped or failed one from its last checkpoint.
 
         A run whose checkpoint is gone is refused (StoreError) unless `from_scratch`: then it trains
-        again from epoch 0."""
+        again from epoch 0. A teacher stopped with the student it trained for resumes that student,
+        which continues the teacher first. ControlRefused says why a run cannot resume (done, a sweep's
+        recorded trial)."""
         status = self.status
-        if status in ("queued", "running", "paused"):
+        self.store.refuse_unless_allowed(self.run_id, "resume")
+        if status == "paused":
             self.store.request(self.run_id, "resume")
-        elif status == "done":
-            raise ValueError(f"run {self.run_id} is done; there is nothing to resume")
+        elif (student := self.store.phase_parent(self.run_id)) and self.store.run(student)["status"] in (
+                "stopped", "failed") and not from_scratch:
+            RunHandle(student, self.store).resume()  # the student's worker continues this teacher first
         else:
             checkpoint = self.store.run_dir(self.run_id) / "checkpoint.pt"
             saved = self.info["checkpoint_epoch"]

@@ -13,6 +13,7 @@ import fcntl
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,11 +179,12 @@ def saved_route(config: RunConfig, home: Path | None) -> tuple[list[int], str] |
     return saved, f"the route files of teacher.checkpoint {path} hold epochs {saved}"
 
 
-def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
+def obtain_teacher(config: RunConfig, store, train, waiting: Callable[[], None] = lambda: None) -> TeacherArtifact:
     """The artifact for `config.teacher`: loaded from `checkpoint`, found in the cache, or trained now.
 
     `train(teacher_config, run_id)` runs the teacher's training (the runner passes its executor);
-    a file lock makes two runs that need the same new teacher train it once.
+    a file lock makes two runs that need the same new teacher train it once. `waiting()` is called
+    while another run trains it (the runner's control poll: the waiting run can be paused or stopped).
     """
     t = config.teacher
     if t.checkpoint:
@@ -194,14 +196,40 @@ def obtain_teacher(config: RunConfig, store, train) -> TeacherArtifact:
     folder = store.home / "teachers" / stable_hash(teacher_key(config))
     folder.parent.mkdir(exist_ok=True)
     with open(folder.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        while not _locked(lock):
+            waiting()
+            time.sleep(0.2)
         if not (folder / "model.pt").exists():
             _train_into(folder, teacher_key(config), teacher_run_config(config), store, train)
     return TeacherArtifact(folder, config, _route_epochs(folder))
 
 
+def _locked(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def unfinished_teacher_run(store, teacher_config: RunConfig) -> str | None:
+    """The newest teacher run of this recipe that no process is running and that did not end done:
+    one that was stopped (with its student) or killed, which a new training of the recipe continues."""
+    wanted = teacher_config.to_yaml()
+    runs = store.runs("teacher")
+    for run_id in runs.id[runs.status.isin(("stopped", "failed"))]:
+        if store.run(run_id)["config"] == wanted:
+            return run_id
+    return None
+
+
 def _train_into(folder: Path, key: dict, teacher_config: RunConfig, store, train) -> None:
-    run_id = store.create_run(teacher_config, kind="teacher")
+    run_id = unfinished_teacher_run(store, teacher_config)
+    if run_id is None:
+        run_id = store.create_run(teacher_config, kind="teacher")
+    else:  # continue it from its checkpoint rather than leave it behind and train another
+        store.set_process(run_id, status="queued", error=None, ended=None, control="run")
+        store.log_event(run_id, "resumed", "continued by a student that needs this teacher")
     train(teacher_config, run_id)
     status = store.run(run_id)["status"]
     if status == "stopped":

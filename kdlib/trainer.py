@@ -265,7 +265,11 @@ class Training:
     def run(self, emit, control: Control, written) -> None:
         config, data = self.config, self.data
         emit(RunStarted(config.epochs, self.start_epoch, self.steps_per_epoch, str(self.device), len(data.train)))
-        self.distiller.prepare(lambda search_step, values: emit(StepLogged(-1, search_step, values)))
+        def log_preparation(search_step: int, values: dict[str, float]) -> None:
+            emit(StepLogged(-1, search_step, values))
+            control.poll()  # a long preparation (DFA's search) obeys pause and stop like the epochs
+
+        self.distiller.prepare(log_preparation)
         checkpointer = Checkpointer(lambda epoch: emit(CheckpointSaved(epoch, str(self.checkpoint_path))), written)
         self.generator, self.step, self.lr_set = torch.Generator(), self.start_epoch * self.steps_per_epoch, None
         if (lr := value_after(config.lr_changes, self.start_epoch, 0)) is not None:

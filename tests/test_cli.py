@@ -116,7 +116,8 @@ def test_a_run_is_named_by_a_unique_prefix_and_an_ambiguous_one_lists_the_candid
     assert ambiguous.returncode == 2 and first in ambiguous.stderr and second in ambiguous.stderr
     missing = kdlib_cli("stop", "nosuchrun", check=False)
     assert missing.returncode == 2 and "no run 'nosuchrun'" in missing.stderr
-    assert f"{second}: asked to pause" in kdlib_cli("pause", second[:-1]).stdout
+    refused = kdlib_cli("pause", second[:-1], check=False)  # found by its prefix; done, so it cannot pause
+    assert refused.returncode == 2 and f"run {second} cannot pause: it has ended (done)" in refused.stderr
 
 
 def test_rm_removes_a_run_and_refuses_an_active_one_without_force(kdlib_home):
@@ -162,7 +163,7 @@ def test_resume_of_a_finished_run_and_a_damaged_store_are_one_line_each(kdlib_ho
 
     run_id = stored_run(RunStore())
     done = kdlib_cli("resume", run_id, check=False)
-    assert done.returncode == 2 and f"run {run_id} is done; there is nothing to resume" in done.stderr
+    assert done.returncode == 2 and f"run {run_id} cannot resume: it is done" in done.stderr
     assert "Traceback" not in done.stderr
     (kdlib_home / "store.sqlite").write_bytes(b"this is not a database" * 100)
     damaged = kdlib_cli("ls", check=False)
@@ -176,3 +177,28 @@ def test_show_into_a_closed_pipe_ends_quietly(kdlib_home):
     piped = subprocess.run(f"'{sys.executable}' -m kdlib show --config | head -c 1", shell=True, capture_output=True,
                            text=True, timeout=120)
     assert "BrokenPipeError" not in piped.stderr and "Traceback" not in piped.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_foreground_run_as_stopped_with_the_resume_hint(tmp_path, kdlib_home):
+    import signal
+    import time
+
+    from kdlib.store import RunStore
+
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(epochs=100_000, method={"name": "ce"})))  # still going at Ctrl-C
+    # SIGINT's default action, which a shell's background job (CI) would otherwise hand down as ignored
+    process = subprocess.Popen([sys.executable, "-m", "kdlib", "run", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    store = RunStore()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(store.runs()["epoch"].fillna(-1) >= 1):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    run = store.run(store.runs()["id"].iloc[0])
+    assert run["status"] == "stopped" and "KeyboardInterrupt" not in (run["error"] or "")
+    assert f"kdlib resume {run['id']}" in stderr

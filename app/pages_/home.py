@@ -58,11 +58,12 @@ if runs.empty:
     st.stop()
 
 counts = runs.status.value_counts()
-metrics = st.columns(4)
+metrics = st.columns(5)
 metrics[0].metric("runs", len(runs))
 metrics[1].metric("active", int(counts.reindex(["queued", "running", "paused"]).fillna(0).sum()))
 metrics[2].metric("done", int(counts.get("done", 0)))
-metrics[3].metric("failed or stopped", int(counts.get("failed", 0) + counts.get("stopped", 0)))
+metrics[3].metric("stopped", int(counts.get("stopped", 0)), help="stopped by a user; Resume continues them")
+metrics[4].metric("failed", int(counts.get("failed", 0)))
 st.dataframe(
     runs[["name", "kind", "method", "status", "epochs_done", "total_epochs", "test_acc", "id"]].head(12),
     hide_index=True,

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.paths import home_path, kdlib_home, temporary_beside
+from kdlib.store.control import ACTIVE, RunControl
 from kdlib.store.samples import PerSampleArrays, epoch_of
 from kdlib.store.studies import StudyTrials
 from kdlib.store.tuning import TUNING_SCHEMA, RunTuning
@@ -61,7 +62,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-ACTIVE = ("queued", "running", "paused")
 HOST = socket.gethostname()
 # the last epoch whose scalars are recorded: what `show` counts, ahead of the checkpointed `runs.epoch` while it trains
 RECORDED_EPOCH = (
@@ -85,7 +85,7 @@ class StoreError(RuntimeError):
         self.kind = kind
 
 
-class RunStore(PerSampleArrays, StudyTrials, RunTuning):
+class RunStore(PerSampleArrays, StudyTrials, RunControl, RunTuning):
     """Reader and writer of one kdlib home folder."""
 
     def __init__(self, home: str | os.PathLike | None = None) -> None:
@@ -101,6 +101,7 @@ class RunStore(PerSampleArrays, StudyTrials, RunTuning):
             _add_column(db, "samples", "file TEXT")  # stores made when each array had its own .npy
             _add_column(db, "runs", "pid_started REAL")  # stores made before runs knew their process
             _add_column(db, "runs", "host TEXT")
+            _add_column(db, "runs", "phase_of TEXT")  # stores made before a teacher's run named its student
 
     @contextmanager
     def _connect(self, connection: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
@@ -282,19 +283,7 @@ class RunStore(PerSampleArrays, StudyTrials, RunTuning):
                 db.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
-    # --- control ----------------------------------------------------------------------------
-
-    def request(self, run_id: str, action: str) -> None:
-        """Ask a running run to pause, resume or stop; it obeys at its next logged step."""
-        control = {"pause": "pause", "resume": "run", "stop": "stop"}[action]
-        self.run(run_id)
-        self.update_run(run_id, control=control)
-        self.log_event(run_id, "control", action)
-
-    def control(self, run_id: str) -> str:
-        with self._connect() as db:
-            row = db.execute("SELECT control FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return row["control"] if row else "stop"
+    # --- events ----------------------------------------------------------------------------
 
     def log_event(self, run_id: str, kind: str, message: str = "") -> None:
         with self._connect() as db:

@@ -29,6 +29,12 @@ class StudyTrials:
         with self._connect() as db:
             db.execute("UPDATE study_trials SET state = ?, value = ? WHERE run_id = ?", (state, value, run_id))
 
+    def study_trial_of(self, run_id: str) -> dict | None:
+        """The study, trial number and state of run `run_id` if it is a trial of a study, else None."""
+        with self._connect() as db:
+            row = db.execute("SELECT study, trial, state FROM study_trials WHERE run_id = ?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
     def studies(self) -> list[str]:
         """The studies with trials in this store, the one with the newest trial first."""
         with self._connect() as db:

@@ -63,9 +63,9 @@ class LiveView(W.VBox):
                 f"&nbsp;<b>{html.escape(info['name'])}</b> · {status} · {phase} {len(epochs)}/{total}"
                 f" · <code>{self.run_id}</code>{error}"
             )
-            self.buttons["pause"].disabled = status != "running"
-            self.buttons["resume"].disabled = status not in ("paused", "stopped", "failed")
-            self.buttons["stop"].disabled = status not in ACTIVE
+            for action, reason in self.handle.actions().items():
+                self.buttons[action].disabled = reason is not None
+                self.buttons[action].tooltip = f"not now: {reason}" if reason else action
             return status
 
     def start(self) -> None:
