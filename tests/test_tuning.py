@@ -202,3 +202,20 @@ def test_kdlib_set_imports_no_torch(kdlib_home):
         ["method.temperature", 1.5, "pending"]]
     refused = kdlib_cli("set", run_id, "temperature=-1", "w_kd=x")
     assert refused.returncode == 2 and refused.stderr.count("error: ") == 2 and "method.w_kd='x'" in refused.stderr
+
+
+def test_every_curve_has_a_line_where_a_change_took_effect():
+    from kdlib import viz
+
+    steps = pd.DataFrame({"train.loss": [1.0, 0.9, 0.8, 0.7]}, index=[2, 4, 6, 8])
+    epochs = pd.DataFrame({"step": [9, 18], "train.loss": [0.9, 0.7], "test.acc": [0.5, 0.6], "temperature": [2.0, 1.5]},
+                          index=pd.Index([0, 1], name="epoch"))
+    changes = pd.DataFrame({"path": ["method.temperature", "optimizer.lr", "method.w_kd"], "value": [1.5, 0.002, 0.5],
+                            "state": ["applied", "applied", "pending"], "step": [12, 12, None]})
+    curves = viz.training_curves_figure(steps, epochs, changes=changes)
+    # step 12 on the step axis; on the epoch axis (epoch e's point is the end of epoch e, 9 steps each) 12/9 - 1
+    assert [(s.xref, s.x0) for s in curves.layout.shapes] == [("x", 12.0), ("x2", pytest.approx(1 / 3))]
+    assert "temperature=1.5, optimizer.lr=0.002" in [a.text for a in curves.layout.annotations]
+    scalars = viz.scalars_figure(epochs, ["temperature", "train.loss"], changes=changes)
+    assert [(s.xref, s.x0) for s in scalars.layout.shapes] == [("x", pytest.approx(1 / 3)), ("x2", pytest.approx(1 / 3))]
+    assert not viz.training_curves_figure(steps, epochs).layout.shapes

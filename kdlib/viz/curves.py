@@ -1,5 +1,7 @@
 """One run over time: loss and accuracy curves, scheduled coefficients, the method's own epoch
-scalars, and the curves of method internals (DFA's search weights, LSSKD's auxiliary heads)."""
+scalars, and the curves of method internals (DFA's search weights, LSSKD's auxiliary heads). A run
+tuned while it trained (`kdlib set`) has a dotted vertical line on every curve where a change took
+effect (`changes`: `RunStore.changes`)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ from plotly.subplots import make_subplots
 from .style import ROLE_COLORS, SPLIT_COLORS, _empty_figure, _small_multiples, integer_axis, plain, scalar_label
 
 
-def training_curves_figure(steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "") -> go.Figure:
+def training_curves_figure(
+    steps: pd.DataFrame, epochs: pd.DataFrame, title: str = "", changes: pd.DataFrame | None = None
+) -> go.Figure:
     """Loss per logged step and per epoch (left), accuracy per epoch on each split (right).
 
     `steps` is indexed by global step with a `train.loss` column; `epochs` by epoch, with
-    `step`, `train.loss` and `<split>.acc` columns (`RunStore.step_metrics` / `epoch_metrics`).
+    `step`, `train.loss` and `<split>.acc` columns (`RunStore.step_metrics` / `epoch_metrics`);
+    `changes`, a line where each change made while it trained took effect (`RunStore.changes`).
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     if "train.loss" in steps:
@@ -52,6 +57,7 @@ def training_curves_figure(steps: pd.DataFrame, epochs: pd.DataFrame, title: str
     fig.update_xaxes(integer_axis(steps.index.append(pd.Index(epochs.get("step", []))), "step"), row=1, col=1)
     fig.update_xaxes(integer_axis(epochs.index), row=1, col=2)
     fig.update_yaxes(range=[0, 1], row=1, col=2)
+    mark_changes(fig, changes, epochs, {(1, 1): "step", (1, 2): "epoch"})
     return fig.update_layout(
         title=plain(title) if title else None,
         height=360,
@@ -93,8 +99,11 @@ def method_scalar_columns(epochs: pd.DataFrame) -> list[str]:
     ]
 
 
-def scalars_figure(epochs: pd.DataFrame, columns: list[str] | None = None, title: str = "") -> go.Figure:
-    """Small multiples of epoch scalars (default: the method's own, e.g. temperature, w_kd, train.loss_kd)."""
+def scalars_figure(
+    epochs: pd.DataFrame, columns: list[str] | None = None, title: str = "", changes: pd.DataFrame | None = None
+) -> go.Figure:
+    """Small multiples of epoch scalars (default: the method's own, e.g. temperature, w_kd, train.loss_kd);
+    `changes` as in `training_curves_figure`."""
     columns = method_scalar_columns(epochs) if columns is None else [c for c in columns if c in epochs]
     if not columns:
         return _empty_figure("no method scalars yet")
@@ -109,10 +118,33 @@ def scalars_figure(epochs: pd.DataFrame, columns: list[str] | None = None, title
             col=i % 3 + 1,
         )
     fig.update_xaxes(integer_axis(epochs.index, None))
+    mark_changes(fig, changes, epochs, {(i // 3 + 1, i % 3 + 1): "epoch" for i in range(len(columns))})
     rows = -(-len(columns) // 3)
     return fig.update_layout(
         title=plain(title) if title else None, height=80 + 200 * rows, showlegend=False, margin={"t": 50, "b": 30}
     )
+
+
+CHANGE_COLOR = "#555555"  # a change made while the run trained: a grey dotted line
+
+
+def mark_changes(fig: go.Figure, changes: pd.DataFrame | None, epochs: pd.DataFrame, panels: dict) -> go.Figure:
+    """A dotted line at each step where changes took effect, in every panel ({(row, col): "step" or "epoch"}),
+    labelled in the first. On an epoch axis, where epoch e's point is the end of epoch e, a change at global step
+    s sits at s / steps_per_epoch - 1 (the steps per epoch read off `epochs`' `step` column)."""
+    if changes is None or changes.empty or "step" not in changes:
+        return fig
+    applied = changes[changes.state == "applied"] if "state" in changes else changes
+    per_epoch = epochs["step"].iloc[-1] / (epochs.index[-1] + 1) if len(epochs) and "step" in epochs else None
+    for step, group in applied.groupby("step"):
+        label = ", ".join(f"{path.removeprefix('method.')}={value:g}" for path, value in zip(group.path, group.value, strict=True))
+        for i, ((row, col), axis) in enumerate(panels.items()):
+            if axis == "epoch" and not per_epoch:
+                continue
+            x = float(step if axis == "step" else step / per_epoch - 1)
+            note = {"annotation_text": plain(label), "annotation_position": "top left"} if i == 0 else {}
+            fig.add_vline(x=x, row=row, col=col, line={"dash": "dot", "width": 1, "color": CHANGE_COLOR}, **note)
+    return fig
 
 
 def search_weights_figure(search: pd.DataFrame, title: str = "Aggregation weights during the search") -> go.Figure:
