@@ -16,6 +16,7 @@ import streamlit as st
 import yaml
 from streamlit.logger import get_logger
 
+from app.tuning import tuning_panel
 from kdlib import RunStore, viz
 from kdlib.data import DATASETS, load_data
 from kdlib.runner import RunHandle, launch
@@ -262,6 +263,7 @@ def run_panel(store: RunStore, run_id: str) -> str:
         min(len(epochs) / total, 1.0), text=f"**{escape(run['name'])}** · {status} · epoch {len(epochs)}/{total}"
     )
     controls(store, run_id, status)
+    tuning_panel(handle(store, run_id), status)  # sliders for the params it may change while it trains
     if run["error"]:
         st.error(escape(run["error"]))
     shown, title = run_id, plain(run["name"])
@@ -275,13 +277,15 @@ def run_panel(store: RunStore, run_id: str) -> str:
             )
             shown, title = teacher, f"teacher: {plain(teacher_run['name'])}"
             epochs, steps = store.epoch_metrics(teacher), store.step_metrics(teacher)
-    st.plotly_chart(viz.training_curves_figure(steps, epochs, title=title), key=f"curves-{shown}")
+    changes = store.changes(shown)  # a dotted line where a change made while it trained took effect
+    st.plotly_chart(viz.training_curves_figure(steps, epochs, title=title, changes=changes), key=f"curves-{shown}")
     scalars = viz.method_scalar_columns(epochs)
     moving = [c for c in scalars if epochs[c].nunique() > 1 or c.startswith("train.")]
     if steady := [f"{c} = {epochs[c].iloc[-1]:g}" for c in scalars if c not in moving]:
         st.caption("Constant over the epochs: " + ", ".join(steady))
     if moving:
-        st.plotly_chart(viz.scalars_figure(epochs, moving, title="the method's own scalars"), key=f"scalars-{shown}")
+        figure = viz.scalars_figure(epochs, moving, title="the method's own scalars", changes=changes)
+        st.plotly_chart(figure, key=f"scalars-{shown}")
     return status
 
 
