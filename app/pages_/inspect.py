@@ -64,8 +64,14 @@ def pick_sample(view: str, size: int, key: str, linked: bool) -> int:
     return int(sample)
 
 
+def run_labels(run: LoadedRun, samples) -> dict[str, str]:
+    """The run's declared label of each of these columns (`kdlib.views.value_label`)."""
+    values = run_values(run.store, run.run_id)
+    return {k: value_label(values, k) for k in samples.columns}
+
+
 def rescaling(run: LoadedRun, samples, sample: int) -> None:
-    chart(viz.rescaling_figure(samples, selected=sample), "rescaling")
+    chart(viz.rescaling_figure(samples, selected=sample, labels=run_labels(run, samples)), "rescaling")
     summary = rescaling_summary(samples)
     cols = st.columns(3)
     cols[0].metric("mean rescaling, easier half", f"{summary['easier half']:.2f}")
@@ -85,7 +91,7 @@ def rescaling(run: LoadedRun, samples, sample: int) -> None:
 
 
 def weights(run: LoadedRun, samples, sample: int) -> None:
-    chart(viz.soft_label_weights_figure(samples, selected=sample), "weights")
+    chart(viz.soft_label_weights_figure(samples, selected=sample, labels=run_labels(run, samples)), "weights")
     regularizing = samples.reg_sample if "reg_sample" in samples else samples.p_true_teacher < samples.p_true_student
     cols = st.columns(2)
     cols[0].metric(
@@ -179,8 +185,9 @@ def one_sample(run: LoadedRun, view: str, epoch: int, split: str, sample: int) -
     with left:
         chosen = trajectory_choice(run, view, split, values)
         series = sample_trajectories(run.store, run.run_id, sample, split, chosen)
-        labelled = {value_label(values, k): v for k, v in series.items()}
-        st.plotly_chart(viz.trajectory_figure(labelled, "over the epochs", epoch=epoch), key="inspect-trajectory")
+        value_labels = {k: value_label(values, k) for k in series}
+        figure = viz.trajectory_figure(series, "over the epochs", epoch=epoch, labels=value_labels)
+        st.plotly_chart(figure, key="inspect-trajectory")
     try:
         data = dataset(config.data.name, config.data.model_dump_json())
     except Exception as error:  # noqa: BLE001 - files of a downloaded set may be gone; the rest still shows

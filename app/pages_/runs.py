@@ -40,7 +40,10 @@ if "runs-compare" in st.session_state:  # keep the widget's own state, less dele
 chosen = st.multiselect("runs to compare", ids, format_func=lambda i: run_label(runs, i), key="runs-compare", **start)
 st.query_params["runs"] = ",".join(chosen)
 if chosen:
-    curves = {f"{plain(runs.set_index('id').name[i])} ({i[-6:]})": store.epoch_metrics(i) for i in chosen}
+    by_id = runs.set_index("id")
+    labels = {i: f"{plain(by_id.name[i])} ({i[-6:]})" for i in chosen}
+    curves = {labels[i]: store.epoch_metrics(i) for i in chosen}
+    methods = {labels[i]: by_id.method[i] for i in chosen}  # each method in its colour, on every page
     metrics = sorted({c for frame in curves.values() for c in frame.columns if c != "step"})
     metrics = metrics or ["test.acc"]
     wanted_metric = query_param("metric", "test.acc" if "test.acc" in metrics else metrics[0], options=metrics)
@@ -49,10 +52,11 @@ if chosen:
         metrics,
         index=metrics.index(wanted_metric),
         key="runs-metric",
+        format_func=viz.scalar_label,
         help="any epoch scalar the runs logged: accuracy, loss terms, ECE, the method's coefficients",
     )
     st.query_params["metric"] = metric
-    st.plotly_chart(viz.compare_curves_figure(curves, metric), key="compare-curves")
+    st.plotly_chart(viz.compare_curves_figure(curves, metric, methods=methods), key="compare-curves")
 
     summary = runs_summary(store, chosen)
     st.markdown("**Hyperparameters against results** (schedules count as their mean over the epochs)")
