@@ -1,8 +1,9 @@
 """Widgets made from a params class's fields, schedule editors, and error messages placed by their fields.
 
-Each field is a `kdlib.controls.FieldControl` (a choice, a flag, a number, a list, a schedule, with the
-field's `description` as help), the same description the notebook widgets render, so a new method's
-params appear in the app with no app code.
+Each field is a `kdlib.controls.FieldControl` (a choice, a flag, a number, a list, a schedule, a section of
+several kinds, with the field's `description` as help), the same description the notebook widgets render,
+so a new method's params appear in the app with no app code. `context` carries what a form knows beyond
+the params (the teacher's saved epochs, `teacher_route`), which a list of such epochs offers as a pick.
 Values go into the config as plain data; `validate_config` judges them, and `FieldErrors` puts each
 `path: message` line under the widget of that path.
 """
@@ -83,6 +84,8 @@ def _holds(control: FieldControl, value: Any) -> bool:
         return number
     if control.kind == "schedule":
         return number or _holds_schedule(value)
+    if control.kind == "variants":
+        return control.variant_start(value) == (value if isinstance(value, dict) else control.plain(value))
     return True  # text, list, section: a text field shows whatever it is, and the config judges it
 
 
@@ -118,10 +121,16 @@ def field_widget(label: str, info: FieldInfo, value: Any, key: str, path: str, d
     return control_widget(field_control(label, info), value, key, path, default)
 
 
-def control_widget(control: FieldControl, value: Any, key: str, path: str, default: Any) -> Any:
+def control_widget(
+    control: FieldControl, value: Any, key: str, path: str, default: Any, context: dict | None = None
+) -> Any:
     """The widget of a `FieldControl` (any kind but schedule), starting at `value` (`default` when it cannot)."""
     value = link_start(path, value, _holds(control, value), default, key)
     label, help_text = control.label, control.help
+    if control.kind == "variants":
+        return variants_editor(control, value, key, path, context)
+    if control.kind == "list" and (choices := (context or {}).get(control.choices_from)):
+        return epochs_pick(control, value, key, choices)
     if control.kind == "choice":
         options = list(control.choices)
         return st.selectbox(
@@ -154,6 +163,43 @@ def control_widget(control: FieldControl, value: Any, key: str, path: str, defau
     return None if control.optional and not text.strip() else parse_yaml_text(text)
 
 
+def epochs_pick(control: FieldControl, value: Any, key: str, choices: list[int]) -> list[int]:
+    """A list of epochs picked among `choices` (a teacher's saved epochs), in increasing order; a picked epoch that
+    is not among them (a link's, or a route since shortened) stays offered, for the config check to name."""
+    picked = [v for v in value if isinstance(v, int) and not isinstance(v, bool)] if isinstance(value, list) else []
+    options = sorted(set(choices) | set(picked) | set(st.session_state.get(key, [])))  # the user's picks stay
+    shown = st.multiselect(
+        control.label, options, default=None if key in st.session_state else picked, key=key, help=control.help
+    )
+    return sorted(shown)
+
+
+def variants_editor(control: FieldControl, value: Any, key: str, path: str, context: dict | None) -> dict:
+    """A section of several kinds (RCO's anchors): which kind, then that kind's own fields side by side."""
+    start = control.variant_start(value)
+    kinds = [v.kind for v in control.variants]
+    st.markdown(f"**{control.label}**", help=control.help)
+    cols = st.columns([1.3, 2])
+    kind = cols[0].selectbox(
+        "strategy",
+        kinds,
+        index=kinds.index(start["kind"]),
+        format_func=lambda k: control.variant(k).label,
+        key=f"{key}.kind",
+        help="; ".join(f"{v.label}: {v.help}" for v in control.variants),
+    )
+    variant = control.variant(kind)
+    cols[1].caption(variant.help)
+    same = start if start["kind"] == kind else {}
+    out: dict[str, Any] = {"kind": kind}
+    widths = [2 if sub.choices_from else 1 for sub in variant.fields]
+    for col, sub in zip(st.columns(widths) if widths else [], variant.fields, strict=True):
+        with col:
+            at, fresh = same.get(sub.name, sub.plain(sub.default)), sub.plain(sub.default)
+            out[sub.name] = control_widget(sub, at, f"{key}.{kind}.{sub.name}", f"{path}.{sub.name}", fresh, context)
+    return out
+
+
 def params_widgets(
     params: type,
     section: str,
@@ -164,6 +210,7 @@ def params_widgets(
     names=None,
     columns: int = 2,
     fallback: dict[str, Any] | None = None,
+    context: dict | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Widgets for the fields of `params` (all but `name`, or those in `names`); returns values and curves.
 
@@ -171,7 +218,8 @@ def params_widgets(
     `section.field` to a starting value (from the link or the data's preset); fields without one
     start at the params class's default; a start value its widget cannot hold (a link's) is replaced by
     `fallback`'s value for the path, else the default, with the link warning. Plain fields sit in a grid of
-    `columns`; schedulable ones get a schedule editor across the width, and their curves come back for the preview.
+    `columns`; schedulable ones get a schedule editor across the width, and their curves come back for the preview;
+    a section of several kinds gets its editor across the width too. `context`: see the module's docstring.
     """
     values, curves, grid = {}, {}, []
     for control in field_controls(params):
@@ -187,9 +235,13 @@ def params_widgets(
                 curves[name] = curve
             errors.slot(path)
             continue
+        if control.kind == "variants":
+            values[name] = control_widget(control, start, f"{key}.{name}", path, default, context)
+            errors.slot(path)
+            continue
         grid = grid or list(st.columns(columns))
         with grid.pop(0):
-            values[name] = control_widget(control, start, f"{key}.{name}", path, default)
+            values[name] = control_widget(control, start, f"{key}.{name}", path, default, context)
             errors.slot(path)
     return values, curves
 

@@ -3,12 +3,16 @@ and the notebook widgets (ipywidgets) each render the same `FieldControl`s in th
 
 A control is read off a pydantic field: its kind by type, its default, its bounds (a `Field`'s ge / gt
 / le / lt, or those a `Schedulable` records), the choices of a `Literal`, and its help, the field's
-`description`; so a new method's params get controls with no front-end code. Also here: the plain
-data of a schedule editor (a schedule as a mapping with a `kind`, its points as text, its curve).
+`description`; so a new method's params get controls with no front-end code. A section that is one of
+several kinds (RCO's anchors: evenly spaced, a list of the teacher's epochs, greedy) is a choice of its
+`Variant`s, each with its own fields' controls; a list whose values are a teacher's saved epochs says so
+(`choices_from`), and a front end that knows them offers a pick of them. Also here: the plain data of a
+schedule editor (a schedule as a mapping with a `kind`, its points as text, its curve).
 """
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,10 +21,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from kdlib.config import parse_yaml_text
+from kdlib.config import RouteSection, parse_yaml_text
 from kdlib.schedules import Schedule, is_schedulable, schedule_curve
 
-Kind = Literal["number", "integer", "boolean", "choice", "schedule", "list", "text", "section"]
+Kind = Literal["number", "integer", "boolean", "choice", "schedule", "list", "text", "section", "variants"]
 BOUNDS = ("ge", "gt", "le", "lt")
 
 
@@ -29,7 +33,9 @@ class FieldControl:
     """How to ask for one config field.
 
     `kind`: number, integer, boolean, choice (of `choices`), schedule (a number or a schedule), text,
-    or a value typed as YAML: list, section (a nested section such as RCO's anchors; `hint` says how).
+    variants (a section of several kinds, each a `Variant` with its own controls: RCO's anchors), or a
+    value typed as YAML: list, section (`hint` says how). `choices_from`: where a list's values come
+    from when a front end knows them (`teacher_route`: the teacher's saved epochs, `route_choices`).
     `optional`: None is a value too (shown blank, "none" or "auto"). `default`: the field's, as pydantic
     gives it (a section's default is a model: `plain` turns any value into plain data).
     """
@@ -46,6 +52,8 @@ class FieldControl:
     lt: float | None = None
     choices: tuple = ()
     hint: str = ""
+    variants: tuple[Variant, ...] = ()
+    choices_from: str = ""
     annotation: Any = field(default=None, repr=False, compare=False)
 
     def accepts(self, value: float) -> bool:
@@ -66,6 +74,27 @@ class FieldControl:
         except (ValidationError, TypeError, ValueError):
             return value
 
+    def variant(self, kind: str) -> Variant:
+        """The variant of this kind (the first when there is none such)."""
+        return next((v for v in self.variants if v.kind == kind), self.variants[0])
+
+    def variant_start(self, value: Any) -> dict:
+        """A variants section's value as plain data with a known `kind` (the default's when it has none)."""
+        plain = value if isinstance(value, dict) else self.plain(value)  # a dict as it is: it may be no variant
+        known = isinstance(plain, dict) and plain.get("kind") in [v.kind for v in self.variants]
+        return dict(plain) if known else self.plain(self.default)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One kind of a section that takes several: its `kind` value, how it is offered (`label`, `help`: the first
+    line of its class's docstring, `label: help`) and its own fields' controls."""
+
+    kind: str
+    label: str
+    help: str
+    fields: tuple[FieldControl, ...]
+
 
 def field_controls(model: type[BaseModel], skip: tuple[str, ...] = ("name",)) -> list[FieldControl]:
     """A control for every field of a pydantic class but those in `skip` (a Spec's `name` is its key)."""
@@ -76,15 +105,19 @@ def field_control(name: str, info: FieldInfo, label: str | None = None) -> Field
     """The control of one field; `label` defaults to the field's name."""
     annotation, optional = _unwrap_optional(info.annotation)
     kind, choices, hint = _kind(annotation, info)
+    variants = _variants(annotation) if kind == "section" else ()
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     return FieldControl(
         name=name,
         label=label or name,
-        kind=kind,
+        kind="variants" if len(variants) > 1 else kind,
         default=info.get_default(call_default_factory=True),
         help=info.description,
         optional=optional,
         choices=choices,
         hint=hint,
+        variants=variants if len(variants) > 1 else (),
+        choices_from=str(extra.get("choices_from", "")),
         annotation=info.annotation,
         **_bounds(info),
     )
@@ -116,6 +149,27 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
         rest = [a for a in args if a is not type(None)]
         return (rest[0] if len(rest) == 1 else annotation), True
     return annotation, False
+
+
+def _variants(annotation: Any) -> tuple[Variant, ...]:
+    """The kinds of a union of sections, each with its fields' controls (none for a plain section)."""
+    found = []
+    for a in _flat_union(annotation):
+        if isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields:
+            kind = typing.get_args(a.model_fields["kind"].annotation)[0]
+            first = inspect.cleandoc(vars(a).get("__doc__") or kind).splitlines()[0]
+            label, _, help_text = first.partition(": ")
+            found.append(Variant(kind, label, help_text, tuple(field_controls(a, skip=("kind",)))))
+    return tuple(found)
+
+
+def route_choices(teacher_epochs: Any, route: Any = None) -> list[int]:
+    """The teacher's saved epochs (its route) for `teacher.epochs` and `teacher.route` as a form holds them; []
+    while they make no route (a blank or refused number)."""
+    try:
+        return RouteSection.model_validate(route or {}).saved_epochs(int(teacher_epochs))
+    except (ValidationError, TypeError, ValueError):
+        return []
 
 
 def _section_hint(annotation: Any) -> str:

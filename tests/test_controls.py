@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kdlib.config import RunConfig
-from kdlib.controls import field_controls, parse_points, points_text, schedule_preview, schedule_start
+from kdlib.controls import field_controls, parse_points, points_text, route_choices, schedule_preview, schedule_start
 from kdlib.methods import METHODS
 from kdlib.models import MODELS
 
@@ -38,10 +38,25 @@ def test_a_schedulable_field_keeps_its_bounds_for_every_value():
     assert not temperature.accepts(0.0) and temperature.accepts(1.5)
 
 
-def test_a_section_is_typed_as_yaml_with_its_kinds():
+def test_a_section_of_several_kinds_is_a_choice_of_variants_with_their_own_controls():
     anchors = controls(METHODS.get("rco").Params)["anchors"]
-    assert anchors.kind == "section" and anchors.hint.startswith("YAML; kind: ")
-    assert isinstance(anchors.plain(anchors.default), dict) and "kind" in anchors.plain(anchors.default)
+    assert anchors.kind == "variants" and [v.kind for v in anchors.variants] == ["equal_interval", "list", "greedy"]
+    assert [v.label for v in anchors.variants] == ["n evenly spaced", "chosen epochs", "greedy"]
+    chosen = {c.name: c for c in anchors.variant("list").fields}
+    assert chosen["teacher_epochs"].choices_from == "teacher_route" and chosen["student_epochs"].optional
+    assert [(c.name, c.kind) for c in anchors.variant("greedy").fields] == [
+        ("rho", "number"),
+        ("stage_epochs", "integer"),
+        ("probe_size", "integer"),
+    ]
+    assert anchors.variant_start(anchors.default) == {"kind": "equal_interval", "num_anchors": None}
+    assert anchors.variant_start({"kind": "nope"}) == anchors.variant_start(anchors.default)
+    assert route_choices(4) == [1, 2, 3, 4] and route_choices(6, {"every": 3}) == [3, 6] and route_choices(None) == []
+
+
+def test_a_plain_section_is_typed_as_yaml():
+    hidden = controls(MODELS.get("mlp").Params)["hidden"]
+    assert hidden.kind == "list" and not hidden.variants and hidden.hint.startswith("YAML")
 
 
 @pytest.mark.parametrize(

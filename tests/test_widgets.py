@@ -55,6 +55,27 @@ def test_panel_fields_come_from_the_methods_params():
     assert config["epochs"] == 5 and config["method"]["w_kd"]["kind"] == "linear"
 
 
+def test_rco_anchors_are_a_strategy_and_a_pick_of_the_teachers_saved_epochs():
+    controls = ControlPanel(method="rco", presets=TINY)
+    anchors = controls.fields["anchors"]
+    assert [label for label, _ in anchors.kind.options] == ["n evenly spaced", "chosen epochs", "greedy"]
+    assert anchors.value == {"kind": "equal_interval", "num_anchors": None}
+    anchors.kind.value = "list"
+    controls.teacher_epochs.value = 6
+    pick = anchors.fields["teacher_epochs"]
+    assert list(pick.options) == [1, 2, 3, 4, 5, 6]  # the teacher saves every epoch
+    pick.value = (4, 2)
+    assert controls.config_dict()["method"]["anchors"] == {
+        "kind": "list",
+        "teacher_epochs": [2, 4],
+        "student_epochs": None,
+    }
+    controls.teacher_epochs.value = 3  # a shorter route keeps the pick, for the config check to name
+    assert list(anchors.fields["teacher_epochs"].options) == [1, 2, 3, 4] and anchors.value["teacher_epochs"] == [2, 4]
+    anchors.kind.value = "greedy"
+    assert anchors.value == {"kind": "greedy", "rho": 2.0, "stage_epochs": 5, "probe_size": 1000}
+
+
 def test_invalid_settings_are_listed_and_nothing_starts():
     controls = ControlPanel(presets=TINY)
     controls.editors["temperature"].value = [[0, 4.0], [2, -1.0]]

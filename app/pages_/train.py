@@ -15,6 +15,7 @@ from app.common import store as open_store
 from app.forms import FieldErrors, field_widget, link_start, params_widgets
 from kdlib import viz
 from kdlib.config import ConfigError, OptimizerSection, RunConfig, TrainingSection
+from kdlib.controls import route_choices
 from kdlib.data import DATASETS
 from kdlib.methods import METHODS
 from kdlib.models import MODELS
@@ -189,8 +190,17 @@ with right:
     method_name = choice("method", METHODS.names(), "method", start, key, errors, help="the KD method")
     method = METHODS.get(method_name)
     st.caption(summary(method))
+    # the teacher's saved epochs (every one, this page's route), which RCO's anchors are picked among
+    route = route_choices(st.session_state.get(f"{key}:teacher.epochs", start.get("teacher.epochs")))
     method_values, curves = params_widgets(
-        method.Params, "method", start, f"{key}:method.{method_name}", errors, epochs_for_preview, fallback=base
+        method.Params,
+        "method",
+        start,
+        f"{key}:method.{method_name}",
+        errors,
+        epochs_for_preview,
+        fallback=base,
+        context={"teacher_route": route},
     )
     if curves:
         st.markdown("**Schedule preview**: each coefficient at every epoch")

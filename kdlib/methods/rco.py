@@ -43,6 +43,8 @@ DEFAULT_ANCHORS = 4
 
 
 class EqualInterval(Section):
+    """n evenly spaced: M checkpoints spread evenly over the teacher's route, the last its converged state"""
+
     kind: Literal["equal_interval"] = "equal_interval"
     num_anchors: int | None = Field(
         None,
@@ -56,8 +58,14 @@ class EqualInterval(Section):
 
 
 class AnchorList(Section):
+    """chosen epochs: the teacher's saved epochs you pick, in order; the converged teacher is added last"""
+
     kind: Literal["list"] = "list"
-    teacher_epochs: list[int] = Field(min_length=1, description="the teacher epochs used as anchors, in order")
+    teacher_epochs: list[int] = Field(
+        min_length=1,
+        description="the teacher epochs used as anchors, in order",
+        json_schema_extra={"choices_from": "teacher_route"},  # forms offer the route's saved epochs
+    )
     student_epochs: list[int] | None = Field(
         None,
         description="the student epoch at which each anchor takes over (default: an equal split); the first must be 0",
@@ -76,6 +84,8 @@ class AnchorList(Section):
 
 
 class Greedy(Section):
+    """greedy: each stage, the furthest checkpoint the student can still follow (by its KL on a probe set)"""
+
     kind: Literal["greedy"] = "greedy"
     rho: float = Field(
         2.0,

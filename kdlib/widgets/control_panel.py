@@ -12,7 +12,7 @@ import ipywidgets as W
 
 from kdlib import viz
 from kdlib.config import ConfigError
-from kdlib.controls import field_controls, first_value, schedule_start
+from kdlib.controls import field_controls, first_value, route_choices, schedule_start
 from kdlib.methods import METHODS
 from kdlib.registry import summary
 from kdlib.runner import RunHandle, launch
@@ -20,7 +20,7 @@ from kdlib.store import RunStore
 from kdlib.validation import config_from
 
 from .common import LABEL, error_html, figure_widget, sync_figure
-from .fields import field_widget, slider_range, widget_value
+from .fields import VariantsEditor, field_widget, slider_range, widget_value
 from .live import LiveView
 from .schedule_editor import ScheduleEditor
 
@@ -127,6 +127,7 @@ class ControlPanel(W.VBox):
         self.data.observe(self._data_changed, "value")
         self.method.observe(self._method_changed, "value")
         self.epochs.observe(self._epochs_changed, "value")
+        self.teacher_epochs.observe(self._teacher_changed, "value")
         self._data_changed()
         self._method_changed()
 
@@ -199,10 +200,20 @@ class ControlPanel(W.VBox):
                 editor.on_change(self._schedule_changed)
                 self.editors[control.name] = editor
             else:
-                self.fields[control.name] = field_widget(control)
+                self.fields[control.name] = field_widget(control, self.context())
         self.params_box.children = [*self.fields.values(), *self.editors.values()]
         self.teacher_epochs.layout.display = None if entry.needs_teacher else "none"
         self._schedule_changed()
+
+    def context(self) -> dict:
+        """What the method's fields may offer beyond their params: the teacher's saved epochs (its route)."""
+        teacher = self.presets[self.data.value].get("teacher") or {}
+        return {"teacher_route": route_choices(self.teacher_epochs.value, teacher.get("route"))}
+
+    def _teacher_changed(self, _=None) -> None:
+        for widget in self.fields.values():
+            if isinstance(widget, VariantsEditor):
+                widget.set_context(self.context())
 
     def _epochs_changed(self, _=None) -> None:
         for editor in self.editors.values():

@@ -129,3 +129,35 @@ def test_start_launches_a_run_that_appears_in_runs():
     assert "done" in done.get("progress")[0].proto.text
     titles = [f["layout"].get("title", {}).get("text") for f in figures(done)]
     assert "the method's own scalars" in titles
+
+
+def anchors_yaml(app) -> str:
+    """The anchors section of the config the form would start (its YAML, shown below the form)."""
+    text = app.code[0].value
+    return text[text.index("anchors:") : text.index("temperature:")]
+
+
+def test_rco_anchors_get_a_strategy_and_a_pick_of_the_teachers_saved_epochs():
+    app = open_page("train", method="rco")
+    prefix = "train:toy2d:method.rco.anchors"
+    strategy = app.selectbox(key=f"{prefix}.kind")
+    assert strategy.options == ["n evenly spaced", "chosen epochs", "greedy"] and strategy.value == "equal_interval"
+    assert not [w for w in app.text_input if w.label == "anchors"]  # no YAML box
+    strategy.set_value("list").run()
+    pick = app.multiselect(key=f"{prefix}.list.teacher_epochs")
+    assert pick.options == [str(e) for e in range(1, 21)]  # toy2d's teacher saves every one of its 20 epochs
+    pick.set_value([10, 5]).run()
+    assert not app.exception and not app.button(key="train-start").disabled
+    assert "kind: list" in anchors_yaml(app) and "- 5\n" in anchors_yaml(app) and "- 10\n" in anchors_yaml(app)
+    app.number_input(key="train:toy2d:teacher.epochs").set_value(8).run()  # a shorter route: 10 is no longer saved
+    assert app.multiselect(key=f"{prefix}.list.teacher_epochs").options == [str(e) for e in [*range(1, 9), 10]]
+    assert app.button(key="train-start").disabled and "10 is not on the teacher's route" in shown(app.error[0].value)
+
+
+def test_rco_anchors_come_from_the_link_and_greedy_shows_its_numbers():
+    app = open_page("train", method="rco", **{"method.anchors": "{kind: list, teacher_epochs: [4, 8]}"})
+    prefix = "train:toy2d:method.rco.anchors"
+    assert app.multiselect(key=f"{prefix}.list.teacher_epochs").value == [4, 8]
+    app.selectbox(key=f"{prefix}.kind").set_value("greedy").run()
+    assert app.number_input(key=f"{prefix}.greedy.rho").value == 2.0
+    assert "kind: greedy" in anchors_yaml(app)
