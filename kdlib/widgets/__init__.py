@@ -7,6 +7,7 @@ a sample inspector, a schedule editor and a sweep's trials.
     widgets.SampleInspector(run_id)      # one sample's values at an epoch, and its trajectory
     widgets.ScheduleEditor("temperature", 4.0, epochs=20)
     widgets.StudyView("my-study")        # a sweep's trials: params, values, curves (pruned dashed)
+    widgets.TuningPanel(handle)          # sliders that change a running run from its next step (in LiveView too)
 
 Like the app, the widgets only read the store and arrange `kdlib.viz` figures (as plotly
 `FigureWidget`s whose traces are updated in place); runs go through `kdlib.runner`. The live view
@@ -23,6 +24,7 @@ from .inspector import SampleInspector
 from .live import LiveView
 from .schedule_editor import ScheduleEditor
 from .studies import StudyView
+from .tuning import TuningPanel
 
 __all__ = [
     "PRESETS",
@@ -32,6 +34,7 @@ __all__ = [
     "SampleInspector",
     "ScheduleEditor",
     "StudyView",
+    "TuningPanel",
     "field_widget",
     "figure_widget",
     "panel",

@@ -14,6 +14,7 @@ from kdlib.store import ACTIVE, RunStore
 from kdlib.views import teacher_run_id
 
 from .common import figure_widget, sync_figure
+from .tuning import TuningPanel
 
 
 class LiveView(W.VBox):
@@ -21,7 +22,8 @@ class LiveView(W.VBox):
 
     A background thread polls the store every `interval` seconds and updates the figure's traces in
     place, so the kernel stays free; it stops when the run ends. While a student waits for its teacher
-    to train, the teacher's curves are shown. `refresh()` updates once (what the tests call).
+    to train, the teacher's curves are shown. `refresh()` updates once (what the tests call). While the run
+    runs or is paused, `tuning` (a TuningPanel) has a slider for each param it may change while it trains.
     """
 
     def __init__(
@@ -40,7 +42,8 @@ class LiveView(W.VBox):
             button.on_click(lambda _, a=action: self.control(a))
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread: threading.Thread | None = None
-        super().__init__([W.HBox([self.progress, self.status, *self.buttons.values()]), self.figure])
+        self.tuning = TuningPanel(self.handle, refresh=False)
+        super().__init__([W.HBox([self.progress, self.status, *self.buttons.values()]), self.tuning, self.figure])
         if self.refresh() in ACTIVE and follow:
             self.start()
 
@@ -54,7 +57,10 @@ class LiveView(W.VBox):
             if epochs.empty and status in ACTIVE and (teacher := teacher_run_id(self.store, self.run_id)):
                 shown, title = teacher, f"training the teacher first: {self.store.run(teacher)['name']}"
                 epochs = self.store.epoch_metrics(shown)
-            sync_figure(self.figure, viz.training_curves_figure(self.store.step_metrics(shown), epochs, title=title))
+            changes = self.store.changes(shown)  # a dotted line where a change made while it trained took effect
+            steps = self.store.step_metrics(shown)
+            sync_figure(self.figure, viz.training_curves_figure(steps, epochs, title=title, changes=changes))
+            self.tuning.refresh(status)
             total = max(self.store.run(shown)["total_epochs"] or 1, 1)
             self.progress.value = min(len(epochs) / total, 1.0)
             error = f"<br><span style='color:#b00020'>{html.escape(info['error'])}</span>" if info["error"] else ""
