@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 
 from kdlib.config import RouteSection, parse_yaml_text
 from kdlib.schedules import Schedule, is_schedulable, schedule_curve
+from kdlib.tuning import editable_schedule
 
 Kind = Literal["number", "integer", "boolean", "choice", "schedule", "list", "text", "section", "variants"]
 BOUNDS = ("ge", "gt", "le", "lt")
@@ -199,6 +200,8 @@ def schedule_start(value: Any) -> dict:
     """A schedulable field's value as a mapping with a `kind` (a number is a constant, a list its points)."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
+    if isinstance(value, dict) and value.get("kind") == "tuned":  # changed while its run trained (kdlib.tuning)
+        value = editable_schedule(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         return {"kind": "constant", "value": float(value)}
     if isinstance(value, list):

@@ -187,6 +187,20 @@ def _plain(value: Any) -> Any:
     return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
+def editable_schedule(schedule: dict) -> Any:
+    """A tuned schedule (plain data) as a form's schedule editor can show it, for a new run: [epoch, value] points
+    when it started constant, a change inside an epoch moved to the next epoch's start; else the schedule it
+    started with (the changes are not carried). The stored config keeps the exact one."""
+    base = _plain(schedule["base"])
+    if isinstance(base, dict | list):
+        return base
+    points = [[0, base]]
+    for change in schedule["changes"]:
+        epoch = change["epoch"] + (1 if change.get("step", 0) else 0)
+        points = [p for p in points if p[0] < epoch] + [[epoch, change["value"]]]
+    return points
+
+
 def lr_change_steps(lr_changes: list, steps_per_epoch: int) -> dict[int, float]:
     """{global step: base lr} of a config's `lr_changes`, a step past its epoch's end at the next epoch's start."""
     return {c.epoch * steps_per_epoch + min(c.step, steps_per_epoch): c.value for c in lr_changes}

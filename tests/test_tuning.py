@@ -219,3 +219,12 @@ def test_every_curve_has_a_line_where_a_change_took_effect():
     scalars = viz.scalars_figure(epochs, ["temperature", "train.loss"], changes=changes)
     assert [(s.xref, s.x0) for s in scalars.layout.shapes] == [("x", pytest.approx(1 / 3)), ("x2", pytest.approx(1 / 3))]
     assert not viz.training_curves_figure(steps, epochs).layout.shapes
+
+
+def test_the_forms_schedule_editor_shows_a_tuned_param_as_epoch_points():
+    from kdlib.controls import schedule_start
+
+    assert schedule_start(tuned(tuned(2.0, 1, 0, 1.5), 3, 4, 1.0)) == {"kind": "list",
+                                                                        "points": [[0, 2.0], [1, 1.5], [4, 1.0]]}
+    cosine = {"kind": "cosine", "start": 4.0, "end": 1.0}
+    assert schedule_start(tuned(cosine, 1, 0, 1.5))["kind"] == "cosine"  # not a list: the schedule it started with
