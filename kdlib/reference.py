@@ -109,7 +109,9 @@ def config_reference() -> str:
     lines += ["### Schedules", "",
               "A field typed *number or schedule* takes a number, a list of `[epoch, value]` pairs, or a mapping: "
               "`{kind: linear|cosine, start, end, start_epoch, end_epoch}`, `{kind: step, start, gamma, milestones}`, "
-              "`{kind: list, points}`, `{kind: constant, value}`. Epochs are 0-based; `end_epoch` defaults to the last.", ""]
+              "`{kind: list, points}`, `{kind: constant, value}`. Epochs are 0-based; `end_epoch` defaults to the last. "
+              "A param changed while its run trained (`kdlib set`) is stored as `{kind: tuned, base, changes: [{epoch, "
+              "step, value}]}`: `base` until the first change, then each value from that step of that epoch on.", ""]
     lines += _registry_section("Methods (`method:`)", METHODS, "`method: {name: ..., <params>}`.")
     lines += _registry_section("Datasets (`data:`)", DATASETS, "`data: {name: ..., <params>}`.")
     lines += _registry_section("Models (`student:`, `teacher.model:`)", MODELS, "`student: {name: ..., <params>}`.")
