@@ -97,6 +97,8 @@ def test_known_values_reach_legends_axes_and_hover_by_their_labels():
     assert not [t for t in texts if "logit_grad_ratio_true" in t or "p_true_student" in t]
     fig = viz.trajectory_figure({"logit_grad_ratio_true": pd.Series([0.1, 0.2])}, labels=labels)
     assert fig.data[0].name == "true-class gradient / CE's"
+    both = viz.trajectory_figure({"p_true": pd.Series([0.1, 0.2]), "confidence": pd.Series([0.3, 0.2])})
+    assert both.data[0].line.color == both.data[1].line.color and both.data[0].line.dash != both.data[1].line.dash
 
 
 def test_user_names_are_shown_as_text_in_titles_legends_and_ticks():

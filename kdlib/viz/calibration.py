@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import ROLE_COLORS, _empty_figure, plain
+from .style import QUANTITY_COLORS, ROLE_COLORS, _empty_figure, plain
 
 
 def reliability_figure(table, title: str = "Reliability") -> go.Figure:
@@ -34,6 +34,7 @@ def reliability_figure(table, title: str = "Reliability") -> go.Figure:
             y=accuracy[filled],
             width=width * 0.95,
             name="accuracy",
+            marker_color=QUANTITY_COLORS["accuracy"],
             customdata=np.stack([count[filled], confidence[filled]], 1),
             hovertemplate="bin %{x:.2f}<br>accuracy %{y:.3f}<br>confidence %{customdata[1]:.3f}"
             "<br>%{customdata[0]} samples<extra></extra>",
@@ -44,7 +45,7 @@ def reliability_figure(table, title: str = "Reliability") -> go.Figure:
         y=confidence[filled],
         mode="markers",
         name="mean confidence",
-        marker={"symbol": "line-ew-open", "size": 14, "color": "#ef553b"},
+        marker={"symbol": "line-ew-open", "size": 14, "color": QUANTITY_COLORS["probability"]},
     )
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line={"dash": "dot", "color": "gray"})
     return fig.update_layout(

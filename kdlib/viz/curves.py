@@ -9,7 +9,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import ROLE_COLORS, SPLIT_COLORS, _empty_figure, _small_multiples, integer_axis, plain, scalar_label
+from .style import (
+    ROLE_COLORS,
+    SPLIT_COLORS,
+    _empty_figure,
+    _small_multiples,
+    integer_axis,
+    plain,
+    scalar_label,
+    value_color,
+)
 
 
 def training_curves_figure(
@@ -114,6 +123,7 @@ def scalars_figure(
             y=epochs[column],
             mode="lines+markers",
             name=scalar_label(column),
+            line={"color": value_color(column)},  # its quantity's colour where known
             row=i // 3 + 1,
             col=i % 3 + 1,
         )
@@ -137,7 +147,9 @@ def mark_changes(fig: go.Figure, changes: pd.DataFrame | None, epochs: pd.DataFr
     applied = changes[changes.state == "applied"] if "state" in changes else changes
     per_epoch = epochs["step"].iloc[-1] / (epochs.index[-1] + 1) if len(epochs) and "step" in epochs else None
     for step, group in applied.groupby("step"):
-        label = ", ".join(f"{path.removeprefix('method.')}={value:g}" for path, value in zip(group.path, group.value, strict=True))
+        label = ", ".join(
+            f"{path.removeprefix('method.')}={value:g}" for path, value in zip(group.path, group.value, strict=True)
+        )
         for i, ((row, col), axis) in enumerate(panels.items()):
             if axis == "epoch" and not per_epoch:
                 continue

@@ -61,7 +61,9 @@ def pskd_rescaling_curve_figure(
             marker={"size": 14, "color": SELECTED_COLOR},
         )
     fig.add_hline(y=1, line_dash="dot", line_color="gray", annotation_text="plain cross-entropy")
-    fig.add_hline(y=0, line_dash="dash", line_color="gray", annotation_text="no gradient")
+    fig.add_hline(  # at the left: the sliders' sample often sits at the right end of this line
+        y=0, line_dash="dash", line_color="gray", annotation_text="no gradient", annotation_position="top left"
+    )
     return fig.update_layout(
         title="Gradient on the true class, as a share of cross-entropy's",
         xaxis_title="p_g: the model's probability of the true class now",

@@ -189,15 +189,18 @@ def trajectory_figure(
 ) -> go.Figure:
     """One sample's values over epochs, one line per key (shown by its `labels`, coloured by its quantity or
     role: the teacher's values in the teacher's colour, WSL's weight in the weight's); `epoch` is marked."""
-    labels, fig = labels or {}, go.Figure()
+    labels, fig, used = labels or {}, go.Figure(), {}
     for key, values in series.items():
         color = value_color(key)
+        again = used.get(color, 0) if color else 0  # a second value of one quantity: its colour, another dash
+        used[color] = again + 1
         fig.add_scatter(
             x=values.index,
             y=values.values,
             mode="lines+markers",
             name=plain(labels.get(key, key)),
-            line={"color": color} if color else None,
+            line={"color": color, "dash": ("solid", "dash", "dot", "dashdot")[again % 4]} if color else None,
+            marker={"symbol": ("circle", "square", "diamond", "triangle-up")[again % 4]},
         )
     if epoch is not None:
         fig.add_vline(x=epoch, line_dash="dot", line_color="gray")

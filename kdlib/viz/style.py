@@ -33,6 +33,8 @@ QUANTITY_COLORS = {
     "variance": "#17becf",
     "loss": "#7f7f7f",
     "kl": "#9467bd",
+    "accuracy": "#b279a2",
+    "calibration error": "#e45756",
 }
 QUANTITY_SCALES = {
     "weight": "Viridis",
@@ -179,15 +181,25 @@ def integer_axis(values, title: str | None = "epoch") -> dict:
     return axis | ({"title": {"text": title}} if title is not None else {})
 
 
+_LOG_STEPS = ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9))
+
+
 def log_axis(values, title: str | None = None) -> dict:
-    """A log axis whose labels do not crowd: every decade labelled over a wide range, 1-2-5 over a narrow one,
-    all digits over less than a decade; the other minor ticks are drawn, unlabelled."""
+    """A log axis whose labels do not crowd: one label a decade (10⁻², 10⁻¹, ...) and unlabelled minor ticks over
+    a wide range; over a narrow one, plain numbers at 1-2-5 steps (0.02, 0.05, 0.1), denser only where fewer
+    than three would show."""
     finite = np.asarray(values, dtype=float).ravel()
     finite = finite[np.isfinite(finite) & (finite > 0)]
-    decades = math.log10(finite.max() / finite.min()) if finite.size else 2.0
-    dtick = 1 if decades >= 2 else ("D2" if decades >= 0.6 else "D1")
-    axis = {"type": "log", "dtick": dtick, "exponentformat": "power", "minor": {"ticks": "outside", "showgrid": True}}
-    return axis | ({"title": {"text": title}} if title is not None else {})
+    axis = {"type": "log"} | ({"title": {"text": title}} if title is not None else {})
+    low, high = (finite.min(), finite.max()) if finite.size else (0.01, 1.0)
+    if math.log10(high / low) >= 2:
+        return axis | {"dtick": 1, "exponentformat": "power", "minor": {"ticks": "outside", "showgrid": True}}
+    decades = range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+    for steps in _LOG_STEPS:
+        ticks = [m * 10.0**e for e in decades for m in steps if low / 1.1 <= m * 10.0**e <= high * 1.1]
+        if len(ticks) >= 3:
+            break
+    return axis | {"tickmode": "array", "tickvals": ticks, "ticktext": [f"{t:.3g}" for t in ticks]}
 
 
 # --- figures ------------------------------------------------------------------------------------------
