@@ -45,10 +45,10 @@ def test_method_scalars_are_coefficients_and_loss_terms_not_common_metrics_or_pr
 
 def test_scalars_figure_plots_each_chosen_column_against_epoch():
     fig = viz.scalars_figure(epochs_frame())
-    assert [t.name for t in fig.data] == ["train loss: kd term", "temperature T", "w_kd (soft-term weight)"]
+    assert [t.name for t in fig.data] == ["train loss: kd term", "temperature", "w_kd"]
     assert [a.text for a in fig.layout.annotations] == [t.name for t in fig.data]  # the panels' titles
     assert list(fig.data[1].y) == [4.0, 3.0, 2.0] and list(fig.data[1].x) == [0, 1, 2]
-    assert [t.name for t in viz.scalars_figure(epochs_frame(), ["w_kd", "missing"]).data] == ["w_kd (soft-term weight)"]
+    assert [t.name for t in viz.scalars_figure(epochs_frame(), ["w_kd", "missing"]).data] == ["w_kd"]
     assert not viz.scalars_figure(epochs_frame()[["step", "train.loss"]]).data
 
 
@@ -92,9 +92,9 @@ def test_parallel_coordinates_has_hyperparameter_and_outcome_axes():
         "method",
         "student",
         "teacher",
-        "temperature T",
+        "temperature",
         "test accuracy",
-        "test calibration error (ECE)",
+        "test ECE (calibration error)",
     ]
     assert list(dims["method"].ticktext) == ["ce", "kd"] and list(dims["method"].values) == [1, 1, 0]
     assert list(dims["test accuracy"].values) == [0.8, 0.9, 0.7]
@@ -104,7 +104,7 @@ def test_parallel_coordinates_has_hyperparameter_and_outcome_axes():
 
 def test_parallel_coordinates_puts_missing_values_on_an_na_tick_below_the_axis():
     temperature = {d.label: d for d in viz.parallel_coordinates_figure(summary_frame()).data[0].dimensions}[
-        "temperature T"
+        "temperature"
     ]
     missing = temperature["values"][2]
     assert missing < 1.0 and temperature.tickvals[0] == missing and temperature.ticktext[0] == "n/a"

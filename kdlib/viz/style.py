@@ -131,13 +131,10 @@ _SCALARS = {
     "step": "step",
     "anchor_epoch": "anchor: teacher after epoch",
     "test_acc": "test accuracy",
-    "test_ece": "test calibration error (ECE)",
+    "test_ece": "test ECE (calibration error)",
     "reg_fraction": "share of regularization samples",
-    "temperature": "temperature T",
-    "w_ce": "w_ce (cross-entropy weight)",
-    "w_kd": "w_kd (soft-term weight)",
     "alpha_t": "α_t",
-}
+}  # a method's coefficients (temperature, w_kd) keep the names its form shows
 
 
 def scalar_label(name: str) -> str:

@@ -34,7 +34,7 @@ def test_runs_are_listed_compared_and_plotted_against_their_hyperparameters(trai
     assert [t["name"] for t in curves["data"]] == [f"kd mlp on toy2d ({run_id[-6:]})"]
     assert curves["data"][0]["y"] == store.epoch_metrics(run_id)["test.acc"].tolist()
     labels = [d["label"] for d in parallel["data"][0]["dimensions"]]
-    assert {"method", "student", "temperature T", "w_kd (soft-term weight)", "test accuracy"} <= set(labels)
+    assert {"method", "student", "temperature", "w_kd", "test accuracy"} <= set(labels)
     assert app.query_params["runs"] in (run_id, [run_id])
 
 
