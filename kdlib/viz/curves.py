@@ -17,6 +17,7 @@ from .style import (
     integer_axis,
     plain,
     scalar_label,
+    shades,
     value_color,
 )
 
@@ -176,12 +177,15 @@ def search_weights_figure(search: pd.DataFrame, title: str = "Aggregation weight
                 row=i // 3 + 1,
                 col=i % 3 + 1,
             )
-    fig.update_xaxes(integer_axis(search.index, None))
+    fig.update_xaxes(integer_axis(search.index, "search step"))
     return fig.update_layout(title=plain(title), height=320 * ((len(stages) + 2) // 3))
 
 
 def head_accuracy_figure(epochs_by_head: pd.DataFrame, title: str = "Auxiliary heads") -> go.Figure:
     """LSSKD: mean true-class probability of each head (columns) per epoch (index)."""
+    heads = [c for c in epochs_by_head.columns if c != "final"]
+    # every head is the student's: shallow heads in light shades of its colour, the final classifier in full
+    colors = dict(zip(heads, shades("student", len(heads) + 1), strict=False)) | {"final": ROLE_COLORS["student"]}
     fig = go.Figure(
         [
             go.Scatter(
@@ -189,7 +193,7 @@ def head_accuracy_figure(epochs_by_head: pd.DataFrame, title: str = "Auxiliary h
                 y=epochs_by_head[c],
                 mode="lines+markers",
                 name=plain(c),
-                line={"color": ROLE_COLORS["student"]} if c == "final" else None,  # the student's own classifier
+                line={"color": colors.get(c), "width": 3 if c == "final" else 1.5},
             )
             for c in epochs_by_head.columns
         ]

@@ -105,7 +105,7 @@ class ControlPanel(W.VBox):
         self.launch_button = W.Button(description="Launch", button_style="primary", icon="play")
         self.launch_button.on_click(self.launch)
         self.message = W.HTML(layout=W.Layout(width="340px", margin="0 0 0 16px"))
-        self.method_doc = W.HTML()
+        self.method_doc = W.HTML(layout=W.Layout(max_width="640px"))  # the caption wraps, never runs off
         self.params_box = W.VBox()
         self.preview = figure_widget(viz.schedule_figure({}))
         form = W.VBox(
