@@ -20,6 +20,11 @@ HELPERS = {"images.py", "settings.py", "timing.py"}  # modules the scripts impor
 NUMBER = r"-?\d+(\.\d+)?"
 ROW = rf"\| {NUMBER} ± "  # a Markdown table cell: mean ± std
 RESULT_LINES = {  # script -> patterns that must each match a whole line of its output
+    "claims.py": [
+        r"\| id \| claim \| setting \| CE here \(published\) \| baseline \| method \| difference \| shown\? \| .*",
+        *(rf"\| {claim} \| .*{ROW}.*" for claim in ("temperature", "rco", "pskd-ece", "pskd-rescaling", "wsl-weights",
+                                                       "wsl", "lsskd", "prokt")),
+    ],
     "domain.py": [
         r"\| target accuracy % \| toy2d_shift \| mnist1d_shift \|",
         *(
