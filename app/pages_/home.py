@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.claims import show_claims
 from app.common import escape, link, page, pick_run, start_run
 from app.common import store as open_store
 from kdlib import load_config
@@ -41,6 +42,8 @@ with cols[2]:
     link("lesson_route", "Why a route eases the teacher (RCO)")
     link("lesson_pskd", "Progressive self-targets (PS-KD)")
     link("lesson_wsl", "Soft labels: bias and variance (WSL)")
+with st.expander("Claims board: which lesson's effect shows on the embedded data, measured over seeds"):
+    show_claims(title="Each claim against its baseline (bench/claims.py)")
 
 if st.button(
     "Start the default run",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.common import link, live_panel, query_param, run_label, start_run, train_button
+from app.claims import setting_button, show_claims
+from app.common import link, live_panel, query_param, run_label, start_run
 from app.common import store as open_store
 from kdlib import load_config, viz
 from kdlib.store import ACTIVE
@@ -38,10 +39,11 @@ if (launched := st.query_params.get("run")) in runs.id.values and launched not i
 wanted = query_param("run", options[0] if options else None, options=options, format_func=lambda i: run_label(runs, i))
 if not options:
     st.info("No run with a teacher's route in the store yet. Launch a small RCO run on mnist1d and watch it here.")
-    if st.button("Launch the RCO demo (mnist1d, about a minute)", type="primary", key="route-lesson-launch"):
-        st.query_params["run"] = start_run(store, load_config(DEMO, DEMO_SETTINGS))
-        st.rerun()
-else:
+# offered always: the store's other routed runs (toy2d ones, say) need not be RCO on mnist1d
+if st.button("Launch the RCO demo (mnist1d, about a minute)", type="primary", key="route-lesson-launch"):
+    st.query_params["run"] = start_run(store, load_config(DEMO, DEMO_SETTINGS))
+    st.rerun()
+if options:
     run_id = st.selectbox(
         "run",
         options,
@@ -72,9 +74,11 @@ else:
         link("route", "See it as a map on the Teacher route page", run=run_id, epoch=epoch)
 
 st.divider()
+show_claims(["rco"])
 st.markdown(
-    "**Try it on real training.** The button opens Train with RCO on mnist1d, following 4 anchors of the "
-    "teacher's route. Start it, then the same with `kd` as the method (the converged teacher from the start), "
-    "and compare their test accuracy and the student's distance to the converged teacher in Runs & compare."
+    "**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
+    "(`configs/claims/rco.yaml`: RCO on mnist1d, an MLP-128 student, 4 anchors of the CNN teacher's route, "
+    "T = 4). Start it, then the same with `kd` as the method (the converged teacher from the start), and compare "
+    "their test accuracy and the student's distance to the converged teacher in Runs & compare."
 )
-train_button("Train with RCO", {"data": "mnist1d", "method": "rco"}, "route-lesson-train")  # 4 anchors by default
+setting_button("Train with RCO", "rco", "route-lesson-train")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app.common import link, query_param, run_label, train_button
+from app.claims import setting_button, show_claims
+from app.common import link, query_param, run_label
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import LoadedRun, runs_with, wsl_weight
@@ -70,8 +71,11 @@ else:
     link("inspect", "Their bias and variance in Inspect", run=run_id, view="bias_variance")
 
 st.divider()
+show_claims(["wsl-weights", "wsl"])
 st.markdown(
-    "**Try it on real training.** The button opens Train with WSL on mnist1d. Start it, then the same with `kd` "
-    "as the method, and compare them in Runs & compare; in Inspect, compute each run's bias and variance."
+    "**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
+    "(`configs/claims/wsl.yaml`: WSL at T = 4 on 17,500 mnist1d samples, an MLP-128 student far below its CNN "
+    "teacher). Start it, then the same with `kd` as the method, and compare them in "
+    "Runs & compare; in Inspect, compute each run's bias and variance."
 )
-train_button("Train with WSL", {"data": "mnist1d", "method": "wsl"}, "wsl-train")
+setting_button("Train with WSL", "wsl", "wsl-train")

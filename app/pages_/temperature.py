@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app.common import encode, escape, page, query_list, query_param, run_label, spec_query
+from app.claims import setting_button, show_claims
+from app.common import escape, query_list, query_param, run_label
 from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import entropy_curve, run_logits, softmax_table
@@ -117,18 +118,12 @@ st.markdown(
     "soft term by $T^2$, because the gradients of the softened distributions shrink as $1/T^2$."
 )
 st.divider()
+show_claims(["temperature", "temperature-ce"])
 st.markdown(
-    f"**Try it on real training.** The button opens Train with Hinton KD at $T = {temperature:g}$ and a narrow "
-    "student. Start it, then run it again at $T = 1$ and compare the two in Runs & compare."
+    f"**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
+    f"(`configs/claims/temperature.yaml`: mnist1d, 10 classes, an MLP student and a 1-D CNN teacher) at "
+    f"$T = {temperature:g}$. Start it, then run it again at $T = 1$ and compare the two in Runs & compare."
 )
-link_query = {"data": "toy2d", "method": "kd", "method.temperature": temperature}
-if source != "example":  # the lesson's teacher becomes the teacher of the run
-    teacher_run = store.config(source)
-    link_query |= {
-        **spec_query("data", teacher_run.data),
-        **spec_query("teacher.model", teacher_run.student),
-        "teacher.epochs": teacher_run.epochs,
-        "teacher.optimizer.lr": teacher_run.optimizer.lr,
-    }
-if st.button(f"Train with KD at T = {temperature:g}", type="primary", key="temperature-train"):
-    st.switch_page(page("train"), query_params={k: encode(v) for k, v in link_query.items()})
+setting_button(
+    f"Train with KD at T = {temperature:g}", "temperature", "temperature-train", **{"method.temperature": temperature}
+)

@@ -37,9 +37,10 @@ def test_a_trained_teachers_test_sample_can_be_picked(trained):
     assert figures(app)[0]["data"][0]["x"] == ["0", "1"]
 
 
-def test_the_button_opens_train_with_kd_at_the_chosen_temperature():
+def test_the_button_opens_train_with_kd_at_the_chosen_temperature_on_ten_classes():
     app = open_page("temperature", T="6")
     app.button(key="temperature-train").click().run()
     assert not app.exception
-    assert app.selectbox(key="train:toy2d:method").value == "kd"
-    assert app.number_input(key="train:toy2d:method.kd.temperature.constant.value").value == 6.0
+    assert app.selectbox(key="train:data").value == "mnist1d"  # the claims board's setting (test_lessons.py)
+    assert app.selectbox(key="train:mnist1d:method").value == "kd"
+    assert app.number_input(key="train:mnist1d:method.kd.temperature.constant.value").value == 6.0
