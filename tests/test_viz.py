@@ -216,3 +216,13 @@ def test_runs_of_one_method_share_its_colour_and_differ_by_dash():
     assert [t.line.color for t in fig.data] == [viz.METHOD_COLORS["kd"]] * 2 + [viz.METHOD_COLORS["wsl"]]
     assert fig.data[0].line.dash != fig.data[1].line.dash
     assert viz.method_color("my_method") == viz.method_color("my_method")
+
+
+def test_a_temperature_has_one_colour_on_the_bars_and_the_entropy_curve():
+    table = pd.DataFrame(
+        {"temperature": [1.0, 1.0, 4.0, 4.0], "class": [0, 1, 0, 1], "probability": [0.9, 0.1, 0.6, 0.4]}
+    )
+    bars = viz.softmax_temperature_figure(table)
+    curve = pd.DataFrame({"temperature": [0.5, 1.0, 4.0, 8.0], "entropy": [0.1, 0.3, 0.6, 0.68]})
+    marked = viz.entropy_figure(curve, temperature=4.0)
+    assert bars.data[1].marker.color == marked.data[1].marker.color != bars.data[0].marker.color

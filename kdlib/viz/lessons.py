@@ -7,14 +7,19 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .style import BOOLEAN_COLORS, QUANTITY_COLORS, QUANTITY_SCALES, SELECTED_COLOR, plain
+from .style import BOOLEAN_COLORS, QUANTITY_COLORS, QUANTITY_SCALES, SELECTED_COLOR, plain, temperature_color
 
 
 def softmax_temperature_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
     """softmax(z / T) per class, one group of bars per temperature (`kdlib.views.softmax_table`)."""
     fig = go.Figure()
     for temperature, rows in table.groupby("temperature", sort=True):
-        fig.add_bar(x=rows["class"].astype(str), y=rows.probability, name=f"T = {temperature:g}")
+        fig.add_bar(
+            x=rows["class"].astype(str),
+            y=rows.probability,
+            name=f"T = {temperature:g}",
+            marker_color=temperature_color(temperature),  # as the entropy chart marks this T
+        )
     return fig.update_layout(
         title=plain(title) if title else None,
         barmode="group",
@@ -27,12 +32,15 @@ def softmax_temperature_figure(table: pd.DataFrame, title: str = "") -> go.Figur
 
 def entropy_figure(curve: pd.DataFrame, temperature: float | None = None, num_classes: int | None = None) -> go.Figure:
     """Entropy of softmax(z / T) against T (`kdlib.views.entropy_curve`), the chosen T marked."""
-    fig = go.Figure(go.Scatter(x=curve.temperature, y=curve.entropy, mode="lines", name="entropy"))
+    fig = go.Figure(
+        go.Scatter(x=curve.temperature, y=curve.entropy, mode="lines", name="entropy", line={"color": "#555555"})
+    )
     if num_classes:
         fig.add_hline(y=float(np.log(num_classes)), line_dash="dash", annotation_text="ln K: uniform")
     if temperature is not None:
         at = float(np.interp(temperature, curve.temperature, curve.entropy))
-        fig.add_scatter(x=[temperature], y=[at], mode="markers", marker={"size": 12}, name=f"T = {temperature:g}")
+        marker = {"size": 13, "color": temperature_color(temperature), "line": {"width": 1, "color": "black"}}
+        fig.add_scatter(x=[temperature], y=[at], mode="markers", marker=marker, name=f"T = {temperature:g}")
     ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if curve.temperature.min() <= t <= curve.temperature.max()]
     return fig.update_layout(
         title="entropy of softmax(z / T)",

@@ -46,6 +46,7 @@ QUANTITY_SCALES = {
     "gradient ratio": "Greens",
     "accuracy": "Cividis",
     "calibration error": "Plasma_r",
+    "temperature": [[0, "#2c7bb6"], [0.5, "#8e44ad"], [1, "#f46d43"]],  # cool to hot, over log2 T
 }
 
 # Yes/no values (a regularization sample, a correct prediction) get two colours and a legend, never a scale.
@@ -105,6 +106,13 @@ def shades(role: str, n: int) -> list[str]:
     """`n` shades of a role's colour, light to full: a route's checkpoints, a student's epochs, in order."""
     scale = [[0, "#e8e8e8"], [1, ROLE_COLORS[role]]]
     return plotly.colors.sample_colorscale(scale, [0.35 + 0.65 * i / max(n - 1, 1) for i in range(n)])
+
+
+def temperature_color(temperature: float) -> str:
+    """A temperature's colour, the same on every chart: cool blue at T = 0.25, through purple, to hot orange at
+    T = 64 (on a log scale, so T = 1, 2, 4, 8 are evenly apart)."""
+    position = (math.log2(min(max(float(temperature), 0.25), 64.0)) + 2) / 8
+    return plotly.colors.sample_colorscale(QUANTITY_SCALES["temperature"], [position])[0]
 
 
 def method_color(method: str) -> str:
