@@ -144,17 +144,28 @@ def route_kl(student_probs: Tensor, checkpoint_probs: Tensor) -> Tensor:
 class RouteProbe:
     """Where the student sits on the teacher's route: KL(p_c || p_s) on a fixed probe set, every checkpoint c.
 
-    The checkpoints' predictions on the probe set are computed once and saved beside the run
-    (`route_probe.npz`: epochs, probs [C, P, K]); each epoch adds the student's predictions.
+    The checkpoints' predictions on the probe set are computed once, by `prepare()` (the trainer calls it
+    once its first step is logged: loading every checkpoint need not delay a live view's first point), and
+    saved beside the run at `path` (`route_probe.npz`: epochs, probs [C, P, K]); each epoch adds the
+    student's predictions.
     """
 
-    def __init__(self, route, probe_x: Tensor, autocast) -> None:
-        self.epochs, self.probe_x, self.autocast = list(route.epochs), probe_x, autocast
-        with torch.no_grad(), autocast():
-            self.probs = torch.stack([F.softmax(route.load(c)(probe_x).float(), dim=1) for c in self.epochs])
+    def __init__(self, route, probe_x: Tensor, autocast, path=None) -> None:
+        self.route, self.epochs, self.probe_x, self.autocast = route, list(route.epochs), probe_x, autocast
+        self.path, self._probs = path, None
+
+    def prepare(self) -> Tensor:
+        """The checkpoints' predictions on the probe set, [C, P, K]: worked out, and saved, the first time."""
+        if self._probs is None:
+            with torch.no_grad(), self.autocast():
+                probs = [F.softmax(self.route.load(c)(self.probe_x).float(), dim=1) for c in self.epochs]
+                self._probs = torch.stack(probs)
+            if self.path is not None:
+                self.save(self.path)
+        return self._probs
 
     def save(self, path) -> None:
-        np.savez(path, epochs=np.array(self.epochs), probs=self.probs.cpu().numpy().astype(np.float16))
+        np.savez(path, epochs=np.array(self.epochs), probs=self.prepare().cpu().numpy().astype(np.float16))
 
     @torch.no_grad()
     def measure(self, student: nn.Module) -> tuple[dict[str, float], np.ndarray]:
@@ -163,7 +174,7 @@ class RouteProbe:
         with self.autocast():
             student_probs = F.softmax(student(self.probe_x).float(), dim=1)
         student.train(was_training)
-        distances = route_kl(student_probs, self.probs).tolist()
+        distances = route_kl(student_probs, self.prepare()).tolist()
         scalars = {f"route_kl.{c:04d}": d for c, d in zip(self.epochs, distances, strict=True)}
         return scalars, student_probs.cpu().numpy()
 

@@ -227,8 +227,7 @@ class Training:
         self.route_probe = None
         if route is not None and config.probes.route_probe_size and processes.is_main:
             probe_x = first_samples(data.train, config.probes.route_probe_size).to(device)
-            self.route_probe = RouteProbe(route, probe_x, self.autocast)
-            self.route_probe.save(run_dir / "route_probe.npz")
+            self.route_probe = RouteProbe(route, probe_x, self.autocast, run_dir / "route_probe.npz")
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]  # before a checkpoint overwrites them
         self.config_lrs = list(self.base_lrs)  # at config.optimizer.lr; an lr set while it trains scales them
         self.lr_steps = lr_change_steps(config.lr_changes, self.steps_per_epoch)  # {global step: base lr}
@@ -338,6 +337,8 @@ class Training:
                 logged = i + 1
                 control.poll()
                 self._take_changes(control, emit, epoch, i + 1)
+                if self.route_probe is not None:
+                    self.route_probe.prepare()  # once the first point is out: the route takes a while to load
         if logged < self.steps_per_epoch:
             logged_loss(per_step.column("loss"), self.shard_sizes, logged, self.steps_per_epoch - 1, processes,
                         epoch, self.steps_per_epoch, config)

@@ -259,7 +259,9 @@ class RunStore(PerSampleArrays, StudyTrials, RunControl, RunTuning):
 
         from kdlib.validation import config_from
 
-        return config_from(yaml.safe_load(self.run(run_id)["config"]), door=False)  # checked when it was created
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's where PyYAML has it: 10 times faster
+        # checked when it was created: not at the door again
+        return config_from(yaml.load(self.run(run_id)["config"], Loader=loader), door=False)  # noqa: S506
 
     def update_run(self, run_id: str, connection: sqlite3.Connection | None = None, **fields) -> None:
         columns = ", ".join(f"{k} = ?" for k in fields)

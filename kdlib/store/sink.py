@@ -24,7 +24,8 @@ class StoreSink:
     Writing per-sample arrays and scalars overlaps the next steps of training; `close()` returns
     once everything is written. An error in the writer is raised at the next `emit` or `close`.
     Step scalars that come faster than `STEP_DELAY` apart are committed together, at most that much
-    later (a commit each costs the training process's cores more than the rows themselves).
+    later (a commit each costs the training process's cores more than the rows themselves); a step
+    that comes after a quieter spell (the run's first among them) is committed at once.
     """
 
     STEP_DELAY = 0.1  # seconds a step's scalars may wait for the next ones
@@ -64,7 +65,7 @@ class StoreSink:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # no fsync per commit: a killed process loses nothing committed
         steps: list[tuple] = []  # step scalars not committed yet
-        due = math.inf  # when they must be
+        due, committed = math.inf, -math.inf  # when they must be; when the last ones were
         try:
             while True:
                 try:
@@ -73,13 +74,13 @@ class StoreSink:
                     event = ...  # time to commit the waiting step scalars
                 if isinstance(event, StepLogged):
                     if not steps:
-                        due = time.monotonic() + self.STEP_DELAY
+                        due = max(time.monotonic(), committed + self.STEP_DELAY)
                     steps += self._rows("step", event)
                     if time.monotonic() < due:
                         continue
                 if steps:  # whatever comes next comes after them, in order
                     self._attempt(self._insert_metrics, db, steps)
-                    steps = []
+                    steps, committed = [], time.monotonic()
                 if event is None:
                     break
                 if isinstance(event, threading.Event):
