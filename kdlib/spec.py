@@ -128,6 +128,7 @@ MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit unsigned; to
 
 RESOLVER = "kdlib.resolver"  # the validation context's key: (kind, {name, ...params}, context) -> Spec
 FOLDER = "kdlib.folder"  # the validation context's key: the folder that relative paths start from
+STORED = "kdlib.stored"  # the validation context's key: true for a stored run's config, written by older code
 
 
 def user_path(path: str) -> Path:

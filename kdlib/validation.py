@@ -38,7 +38,7 @@ from kdlib.methods import METHODS
 from kdlib.models import MODELS, build_model
 from kdlib.plugins import import_user_code, missing_sources
 from kdlib.registry import Registry
-from kdlib.spec import FOLDER, RESOLVER, NamedSection, Spec, resolve_in, shown, user_path
+from kdlib.spec import FOLDER, RESOLVER, STORED, NamedSection, Spec, resolve_in, shown, user_path
 from kdlib.teacher_cache import teacher_cache_refusal
 from kdlib.teachers import checkpoint_path, checkpoint_problem, saved_route, weights_problem
 
@@ -211,7 +211,7 @@ def validate_config(data: dict, folder: str | Path | None = None, door: bool = T
     import_user_code(data.get("imports"), folder)  # a value that is not a list of text: the field's check says so
     problems = non_finite(data)
     try:
-        config = RunConfig.model_validate(data, context={RESOLVER: resolve_section, FOLDER: folder})
+        config = RunConfig.model_validate(data, context={RESOLVER: resolve_section, FOLDER: folder, STORED: not door})
     except ValidationError as error:
         problems += format_errors(error, data, skip_non_finite=bool(problems)).splitlines()
         raise ConfigError("\n".join(dict.fromkeys(problems))) from None

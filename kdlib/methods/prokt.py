@@ -51,7 +51,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 from torch import Tensor, nn
 
@@ -59,7 +59,7 @@ from kdlib.data.base import Batch, first_samples
 from kdlib.methods.base import Distiller, MethodContext, StepOutput, Value, common_values
 from kdlib.methods.kd import kd_step, softened_kl
 from kdlib.schedules import Schedulable
-from kdlib.spec import Spec
+from kdlib.spec import STORED, Spec
 
 
 class Params(Spec):
@@ -96,7 +96,14 @@ class Params(Spec):
 
     @model_validator(mode="before")
     @classmethod
-    def _lambda_was_replaced(cls, data: Any) -> Any:
+    def _lambda_was_replaced(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and "lambda_" in data and (info.context or {}).get(STORED):
+            # a run stored before the official loss still opens: its lambda as the ratio of the two terms
+            old = data["lambda_"]
+            data = {k: v for k, v in data.items() if k != "lambda_"}
+            if isinstance(old, int | float) and not isinstance(old, bool) and old >= 0:
+                data["move_back_weight"] = old / (1 + old)
+            return data
         if isinstance(data, dict) and "lambda_" in data:
             raise PydanticCustomError(
                 "replaced_field",

@@ -235,3 +235,22 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tiny):
     resumed, plain = store.epoch_metrics(run_id), store.epoch_metrics(straight)
     assert np.allclose(resumed["test.nll"], plain["test.nll"], atol=1e-6)
     assert np.allclose(resumed["train.kl_ts"], plain["train.kl_ts"], atol=1e-6)
+
+
+def test_a_stored_run_with_the_old_lambda_still_opens_and_a_new_config_is_refused(tiny):
+    import pytest
+
+    from kdlib.config import ConfigError
+    from kdlib.store import RunStore
+    from kdlib.validation import validate_config
+
+    config = tiny(method={"name": "prokt"})
+    old = config.to_dict()
+    old["method"] = {k: v for k, v in old["method"].items() if k != "move_back_weight"} | {"lambda_": 1.0}
+    with pytest.raises(ConfigError, match="lambda_ was replaced by move_back_weight"):
+        validate_config(old)
+    store = RunStore()
+    run_id = store.create_run(config)
+    with store._connect() as db:  # as kdlib 0.2 stored it
+        db.execute("UPDATE runs SET config = ? WHERE id = ?", (__import__("yaml").safe_dump(old), run_id))
+    assert store.config(run_id).method.move_back_weight.value == 0.5
