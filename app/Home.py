@@ -12,12 +12,14 @@ if str(ROOT) not in sys.path:  # `streamlit run app/Home.py` from another folder
 import streamlit as st  # noqa: E402
 
 from app.common import PAGES, escape, refuse_other_machines  # noqa: E402
+from kdlib import warm  # noqa: E402
 from kdlib.store import StoreError  # noqa: E402
 
 # An emoji icon is drawn by the browser; a :material/...: one would be fetched from fonts.gstatic.com.
 st.set_page_config(page_title="KD Explorer", page_icon="🎓", layout="wide")
 
 refuse_other_machines()
+warm.start_server()  # runs fork from it: a Start waits for no Python start nor torch import (once per server)
 
 
 def _page(key: str, **kw) -> st.Page:

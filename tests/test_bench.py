@@ -33,6 +33,8 @@ RESULT_LINES = {  # script -> patterns that must each match a whole line of its 
         ),
         rf"\| teacher after uda_pkd's adaptation \(official form\) {ROW}.*",
     ],
+    "first_point.py": [rf"{name} {NUMBER}" for name in ("first_point_s", "first_point_plain_s", "torch_import_s",
+                                                         "first_point_ratio")],
     "live.py": [rf"live_lag_p95_s {NUMBER}"],
     "methods.py": [
         r"\| method \| test accuracy % \| ECE % \| NLL \| time / epoch vs CE \|",
