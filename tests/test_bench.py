@@ -35,6 +35,7 @@ RESULT_LINES = {  # script -> patterns that must each match a whole line of its 
     ],
     "first_point.py": [rf"{name} {NUMBER}" for name in ("first_point_s", "first_point_plain_s", "torch_import_s",
                                                          "first_point_ratio")],
+    "lesson_sliders.py": [rf"slider_step_ms {NUMBER}", rf"slider_full_ms {NUMBER}"],
     "live.py": [rf"live_lag_p95_s {NUMBER}"],
     "methods.py": [
         r"\| method \| test accuracy % \| ECE % \| NLL \| time / epoch vs CE \|",

@@ -11,6 +11,41 @@ from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import LoadedRun, pskd_rescaling, pskd_target_true, rescaling_summary, runs_with
 
+
+@st.cache_data(max_entries=256)
+def rescaling_at(alpha: float, prev: float, now: float):
+    """The rescaling curves at the sliders' α_t and p̃_g, marked at p_g, and w_gt (a slider's revisit is free)."""
+    grid = np.linspace(0, 0.99, 199)
+    curves = {
+        f"p̃_g = {prev:g} (the sliders)": pskd_rescaling(alpha, prev, grid),
+        "p̃_g = p_g (no progress since last epoch)": pskd_rescaling(alpha, grid, grid),
+        "p̃_g = 0.2 (a hard sample)": pskd_rescaling(alpha, 0.2, grid),
+    }
+    w_gt = float(pskd_rescaling(alpha, prev, now))
+    return viz.pskd_rescaling_curve_figure(grid, curves, (now, w_gt)), w_gt
+
+
+@st.fragment
+def closed_form() -> float:
+    """The sliders and what they draw: moving one reruns this, not the page. Returns α_t."""
+    cols = st.columns(3)
+    alpha = cols[0].slider("α_t", 0.0, 1.0, query_param("alpha", 0.5, low=0, high=1), 0.05, key="pskd-alpha")
+    prev = cols[1].slider(
+        "p̃_g: last epoch's p(true)", 0.0, 0.99, query_param("prev", 0.9, low=0, high=0.99), 0.01, key="pskd-prev"
+    )
+    now = cols[2].slider("p_g: p(true) now", 0.0, 0.99, query_param("p", 0.95, low=0, high=0.99), 0.01, key="pskd-p")
+    st.query_params.update(alpha=f"{alpha:g}", prev=f"{prev:g}", p=f"{now:g}")
+    figure, w_gt = rescaling_at(alpha, prev, now)
+    left, right = st.columns([3, 1])
+    with left:
+        st.plotly_chart(figure, key="pskd-curve")
+    with right:
+        st.metric("w_gt", f"{w_gt:.3f}")
+        st.metric("target q_g", f"{pskd_target_true(alpha, prev):.3f}")
+        st.caption("pushed down: the model is above its target" if w_gt < 0 else f"{w_gt:.0%} of cross-entropy's gradient")
+    return alpha
+
+
 store = open_store()
 st.title("Progressive self-targets and gradient rescaling (PS-KD)")
 st.markdown(
@@ -26,28 +61,7 @@ st.markdown(
     "choosing examples."
 )
 
-cols = st.columns(3)
-alpha = cols[0].slider("α_t", 0.0, 1.0, query_param("alpha", 0.5, low=0, high=1), 0.05, key="pskd-alpha")
-prev = cols[1].slider(
-    "p̃_g: last epoch's p(true)", 0.0, 0.99, query_param("prev", 0.9, low=0, high=0.99), 0.01, key="pskd-prev"
-)
-now = cols[2].slider("p_g: p(true) now", 0.0, 0.99, query_param("p", 0.95, low=0, high=0.99), 0.01, key="pskd-p")
-st.query_params.update(alpha=f"{alpha:g}", prev=f"{prev:g}", p=f"{now:g}")
-
-grid = np.linspace(0, 0.99, 199)
-curves = {
-    f"p̃_g = {prev:g} (the sliders)": pskd_rescaling(alpha, prev, grid),
-    "p̃_g = p_g (no progress since last epoch)": pskd_rescaling(alpha, grid, grid),
-    "p̃_g = 0.2 (a hard sample)": pskd_rescaling(alpha, 0.2, grid),
-}
-w_gt = float(pskd_rescaling(alpha, prev, now))
-left, right = st.columns([3, 1])
-with left:
-    st.plotly_chart(viz.pskd_rescaling_curve_figure(grid, curves, (now, w_gt)), key="pskd-curve")
-with right:
-    st.metric("w_gt", f"{w_gt:.3f}")
-    st.metric("target q_g", f"{pskd_target_true(alpha, prev):.3f}")
-    st.caption("pushed down: the model is above its target" if w_gt < 0 else f"{w_gt:.0%} of cross-entropy's gradient")
+alpha = closed_form()
 
 st.subheader("On a real run")
 runs = store.runs("student")
@@ -71,9 +85,11 @@ else:
 st.divider()
 show_claims(["pskd-ece", "pskd-acc", "pskd-rescaling"])
 st.markdown(
-    f"**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
-    f"(`configs/claims/pskd.yaml`: an MLP 256x256 on 17,500 mnist1d samples, which CE leaves over-confident) at "
-    f"$\\alpha_T = {alpha:g}$. Start it, then the same with `ce` as the method, and compare their calibration error "
-    "(`test.ece`) in Runs & compare: PS-KD's samples that are already right stop pushing the confidence up."
+    "**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
+    "(`configs/claims/pskd.yaml`: an MLP 256x256 on 17,500 mnist1d samples, which CE leaves over-confident) "
+    "with the slider's $\\alpha_t$ as $\\alpha_T$. Start it, then the same with `ce` as the method, and compare "
+    "their calibration error (`test.ece`) in Runs & compare: PS-KD's samples that are already right stop "
+    "pushing the confidence up."
 )
-setting_button(f"Train with PS-KD at α_T = {alpha:g}", "pskd", "pskd-train", **{"method.alpha_T": alpha})
+# the slider's value as of this page's run: a click reruns the page, and the sliders' part with it
+setting_button("Train with PS-KD at the slider's α_t", "pskd", "pskd-train", **{"method.alpha_T": alpha})

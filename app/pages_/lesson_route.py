@@ -16,6 +16,36 @@ from kdlib.views import has_route
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "mnist1d_rco.yaml"
 DEMO_SETTINGS = ["epochs=8", "teacher.epochs=8", "data.n_samples=3000"]  # about a minute on a CPU
 
+
+@st.cache_data(max_entries=256)
+def profile_at(metrics, epoch: int):
+    """The student's distance to each checkpoint at its first, chosen and last epoch (a slider's revisit is free)."""
+    epochs = metrics.index.tolist()
+    anchors = sorted(set(metrics.anchor_epoch.dropna().astype(int))) if "anchor_epoch" in metrics else None
+    shown = sorted({epochs[0], epoch, epochs[-1]})
+    return viz.route_profile_figure(metrics, shown, anchors, selected=epoch)
+
+
+@st.fragment
+def on_the_route(run_id: str) -> None:
+    """The epoch slider and what it draws: moving it reruns this, not the page."""
+    metrics = store.epoch_metrics(run_id)
+    if not any(c.startswith("route_kl.") for c in metrics.columns):
+        st.info("The student has not finished an epoch on the route yet.")
+        return
+    epochs = metrics.index.tolist()
+    epoch = st.select_slider("student epoch", epochs, value=epochs[0], key=f"route-lesson-epoch-{run_id}")
+    st.plotly_chart(profile_at(metrics, epoch), key="route-lesson-profile")
+    columns = sorted(c for c in metrics.columns if c.startswith("route_kl."))
+    row = metrics.loc[epoch, columns].astype(float)
+    nearest = row.idxmin()
+    cols = st.columns(3)
+    cols[0].metric("nearest teacher checkpoint", f"epoch {int(nearest.split('.')[1])}")
+    cols[1].metric("KL to it", f"{row[nearest]:.3f}")
+    cols[2].metric("KL to the converged teacher", f"{row[columns[-1]]:.3f}")
+    link("route", "See it as a map on the Teacher route page", run=run_id, epoch=epoch)
+
+
 store = open_store()
 st.title("A route eases the teacher (RCO)")
 st.markdown(
@@ -55,23 +85,7 @@ if options:
     st.query_params["run"] = run_id
     if store.run(run_id)["status"] in ACTIVE:
         live_panel(store, run_id)
-    metrics = store.epoch_metrics(run_id)
-    if not any(c.startswith("route_kl.") for c in metrics.columns):
-        st.info("The student has not finished an epoch on the route yet.")
-    else:
-        epochs = metrics.index.tolist()
-        epoch = st.select_slider("student epoch", epochs, value=epochs[0], key=f"route-lesson-epoch-{run_id}")
-        anchors = sorted(set(metrics.anchor_epoch.dropna().astype(int))) if "anchor_epoch" in metrics else None
-        shown = sorted({epochs[0], epoch, epochs[-1]})
-        st.plotly_chart(viz.route_profile_figure(metrics, shown, anchors, selected=epoch), key="route-lesson-profile")
-        columns = sorted(c for c in metrics.columns if c.startswith("route_kl."))
-        row = metrics.loc[epoch, columns].astype(float)
-        nearest = row.idxmin()
-        cols = st.columns(3)
-        cols[0].metric("nearest teacher checkpoint", f"epoch {int(nearest.split('.')[1])}")
-        cols[1].metric("KL to it", f"{row[nearest]:.3f}")
-        cols[2].metric("KL to the converged teacher", f"{row[columns[-1]]:.3f}")
-        link("route", "See it as a map on the Teacher route page", run=run_id, epoch=epoch)
+    on_the_route(run_id)
 
 st.divider()
 show_claims(["rco"])

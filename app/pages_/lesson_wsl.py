@@ -11,6 +11,35 @@ from app.common import store as open_store
 from kdlib import viz
 from kdlib.views import LoadedRun, runs_with, wsl_weight
 
+
+@st.cache_data(max_entries=256)
+def weight_map_at(p_student: float, p_teacher: float):
+    """WSL's weight over (p_s,y, p_t,y), ringed at the sliders' point (a slider's revisit is free)."""
+    grid = np.linspace(0.01, 0.99, 99)
+    weights = wsl_weight(grid[None, :], grid[:, None])
+    return viz.wsl_weight_map_figure(grid, grid, weights, (p_student, p_teacher))
+
+
+@st.fragment
+def closed_form() -> None:
+    """The sliders and what they draw: moving one reruns this, not the page."""
+    cols = st.columns(2)
+    p_student = cols[0].slider(
+        "p_s,y: the student's p(true)", 0.01, 0.99, query_param("ps", 0.8, low=0.01, high=0.99), 0.01, key="wsl-ps"
+    )
+    p_teacher = cols[1].slider(
+        "p_t,y: the teacher's p(true)", 0.01, 0.99, query_param("pt", 0.6, low=0.01, high=0.99), 0.01, key="wsl-pt"
+    )
+    st.query_params.update(ps=f"{p_student:g}", pt=f"{p_teacher:g}")
+    left, right = st.columns([3, 1])
+    with left:
+        st.plotly_chart(weight_map_at(p_student, p_teacher), key="wsl-map")
+    with right:
+        st.metric("weight w", f"{float(wsl_weight(p_student, p_teacher)):.3f}")
+        st.metric("regularization sample", "yes" if p_teacher < p_student else "no")
+        st.caption("Each point of the map is one sample; the ring is the sliders'. Move the teacher below the student.")
+
+
 store = open_store()
 st.title("Soft labels: bias and variance (WSL)")
 st.markdown(
@@ -24,25 +53,7 @@ st.markdown(
     "the teacher ($p_{s,y} > p_{t,y}$, below $1 - 1/e$), near 1 where the teacher knows much better."
 )
 
-cols = st.columns(2)
-p_student = cols[0].slider(
-    "p_s,y: the student's p(true)", 0.01, 0.99, query_param("ps", 0.8, low=0.01, high=0.99), 0.01, key="wsl-ps"
-)
-p_teacher = cols[1].slider(
-    "p_t,y: the teacher's p(true)", 0.01, 0.99, query_param("pt", 0.6, low=0.01, high=0.99), 0.01, key="wsl-pt"
-)
-st.query_params.update(ps=f"{p_student:g}", pt=f"{p_teacher:g}")
-
-grid = np.linspace(0.01, 0.99, 99)
-weights = wsl_weight(grid[None, :], grid[:, None])
-weight = float(wsl_weight(p_student, p_teacher))
-left, right = st.columns([3, 1])
-with left:
-    st.plotly_chart(viz.wsl_weight_map_figure(grid, grid, weights, (p_student, p_teacher)), key="wsl-map")
-with right:
-    st.metric("weight w", f"{weight:.3f}")
-    st.metric("regularization sample", "yes" if p_teacher < p_student else "no")
-    st.caption("Each point of the map is one sample; the ring is the sliders'. Move the teacher below the student.")
+closed_form()
 
 st.subheader("On a real run")
 runs = store.runs("student")

@@ -22,6 +22,48 @@ def logits_of(home: str, run_id: str):
     return run_logits(RunStore(home), run_id, "test")
 
 
+@st.cache_data(max_entries=256)
+def figures_at(logits: np.ndarray, names: list[str], temperatures: tuple[float, ...], temperature: float):
+    """The softmax bars at each temperature and the entropy curve, marked at `temperature` (a slider's revisit is free)."""
+    table = softmax_table(logits, list(temperatures), names)
+    curve = entropy_curve(logits, np.geomspace(0.25, 50, 200))
+    at = table[table.temperature == temperature].probability.to_numpy()
+    second = float(np.sort(at)[-2]) if len(at) > 1 else 0.0
+    bars = viz.softmax_temperature_figure(table, title="softmax(z / T)")
+    return bars, viz.entropy_figure(curve, temperature, len(names)), float(at.max()), second
+
+
+@st.fragment
+def soften(logits: np.ndarray, names: list[str]) -> float:
+    """The temperature slider and what it draws: moving it reruns this, not the page. Returns the temperature."""
+    cols = st.columns([3, 2])
+    with cols[0]:
+        temperature = st.slider(
+            "temperature T", 0.5, 20.0, value=query_param("T", 4.0, low=0.5, high=20.0), step=0.5, key="temperature-T"
+        )
+    with cols[1]:
+        wanted = query_list("compare", COMPARE, cast=float)
+        others = st.multiselect(
+            "compare with",
+            COMPARE,
+            default=[1.0] if wanted is None else wanted,
+            format_func=lambda t: f"T = {t:g}",
+            key="temperature-compare",
+        )
+    st.query_params["T"] = f"{temperature:g}"
+    st.query_params["compare"] = ",".join(f"{t:g}" for t in others)
+    bars, entropy, top, second = figures_at(logits, list(names), tuple(sorted({temperature, *others})), temperature)
+    cols = st.columns([3, 2])
+    with cols[0]:
+        st.plotly_chart(bars, key="softmax-bars")
+    with cols[1]:
+        st.plotly_chart(entropy, key="entropy")
+        metrics = st.columns(2)
+        metrics[0].metric("top class at T", f"{top:.3f}")
+        metrics[1].metric("runner-up at T", f"{second:.3f}")
+    return temperature
+
+
 store = open_store()
 st.title("Temperature and dark knowledge")
 st.markdown(
@@ -82,35 +124,7 @@ else:
         f"**{escape(names[int(logits.argmax())])}**. Its logits: " + ", ".join(f"{z:.2f}" for z in logits)
     )
 
-cols = st.columns([3, 2])
-with cols[0]:
-    temperature = st.slider(
-        "temperature T", 0.5, 20.0, value=query_param("T", 4.0, low=0.5, high=20.0), step=0.5, key="temperature-T"
-    )
-with cols[1]:
-    wanted = query_list("compare", COMPARE, cast=float)
-    others = st.multiselect(
-        "compare with",
-        COMPARE,
-        default=[1.0] if wanted is None else wanted,
-        format_func=lambda t: f"T = {t:g}",
-        key="temperature-compare",
-    )
-st.query_params["T"] = f"{temperature:g}"
-st.query_params["compare"] = ",".join(f"{t:g}" for t in others)
-
-table = softmax_table(logits, sorted({temperature, *others}), names)
-curve = entropy_curve(logits, np.geomspace(0.25, 50, 200))
-cols = st.columns([3, 2])
-with cols[0]:
-    st.plotly_chart(viz.softmax_temperature_figure(table, title="softmax(z / T)"), key="softmax-bars")
-with cols[1]:
-    st.plotly_chart(viz.entropy_figure(curve, temperature, len(names)), key="entropy")
-    at = table[table.temperature == temperature].probability.to_numpy()
-    second = np.sort(at)[-2] if len(at) > 1 else 0.0
-    metrics = st.columns(2)
-    metrics[0].metric("top class at T", f"{at.max():.3f}")
-    metrics[1].metric("runner-up at T", f"{second:.3f}")
+temperature = soften(logits, names)
 
 st.markdown(
     "**What to notice.** At $T = 1$ the bars of the wrong classes are nearly flat at zero. Raise $T$: the "
@@ -120,10 +134,9 @@ st.markdown(
 st.divider()
 show_claims(["temperature", "temperature-ce"])
 st.markdown(
-    f"**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
-    f"(`configs/claims/temperature.yaml`: mnist1d, 10 classes, an MLP student and a 1-D CNN teacher) at "
-    f"$T = {temperature:g}$. Start it, then run it again at $T = 1$ and compare the two in Runs & compare."
+    "**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
+    "(`configs/claims/temperature.yaml`: mnist1d, 10 classes, an MLP student and a 1-D CNN teacher) at "
+    "the slider's $T$. Start it, then run it again at $T = 1$ and compare the two in Runs & compare."
 )
-setting_button(
-    f"Train with KD at T = {temperature:g}", "temperature", "temperature-train", **{"method.temperature": temperature}
-)
+# the slider's value as of this page's run: a click reruns the page, and the slider's part with it
+setting_button("Train with KD at the slider's T", "temperature", "temperature-train", **{"method.temperature": temperature})
