@@ -92,7 +92,7 @@ show_claims(["rco"])
 st.markdown(
     "**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
     "(`configs/claims/rco.yaml`: RCO on mnist1d, an MLP-128 student, 4 anchors of the CNN teacher's route, "
-    "T = 4). Start it, then the same with `kd` as the method (the converged teacher from the start), and compare "
+    "T = 1). Start it, then the same with `kd` as the method (the converged teacher from the start), and compare "
     "their test accuracy and the student's distance to the converged teacher in Runs & compare."
 )
 setting_button("Train with RCO", "rco", "route-lesson-train")

@@ -85,7 +85,7 @@ st.divider()
 show_claims(["wsl-weights", "wsl"])
 st.markdown(
     "**Try it on real training.** The button opens Train with the claims board's setting for this lesson "
-    "(`configs/claims/wsl.yaml`: WSL at T = 4 on 17,500 mnist1d samples, an MLP-128 student far below its CNN "
+    "(`configs/claims/wsl.yaml`: WSL at T = 2 on 17,500 mnist1d samples, an MLP-128 student far below its CNN "
     "teacher). Start it, then the same with `kd` as the method, and compare them in "
     "Runs & compare; in Inspect, compute each run's bias and variance."
 )
