@@ -247,10 +247,13 @@ def handle(store: RunStore, run_id: str) -> RunHandle:
     return next((h for h in _LAUNCHED if h.run_id == run_id), None) or RunHandle(run_id, store)
 
 
-def run_panel(store: RunStore, run_id: str) -> str:
+def run_panel(store: RunStore, run_id: str, beside_curves: Callable[[str], None] | None = None,
+              height: int | None = None) -> str:
     """Progress, curves and controls of one run; while a student waits for its teacher, the teacher's curves.
 
-    Returns the run's status, or "gone" when it is no longer in the store.
+    `beside_curves(run_id)` draws right below the run's own curves (Train's decision boundaries); `height`
+    sets the curves' height in pixels (a compact panel). Returns the run's status, or "gone" when it is no
+    longer in the store.
     """
     if run_id not in store.runs(None).id.values:
         st.warning(f"Run {escape(run_id)} is no longer in the store.")
@@ -278,7 +281,14 @@ def run_panel(store: RunStore, run_id: str) -> str:
             shown, title = teacher, f"teacher: {plain(teacher_run['name'])}"
             epochs, steps = store.epoch_metrics(teacher), store.step_metrics(teacher)
     changes = store.changes(shown)  # a dotted line where a change made while it trained took effect
-    st.plotly_chart(viz.training_curves_figure(steps, epochs, title=title, changes=changes), key=f"curves-{shown}")
+    curves = viz.training_curves_figure(steps, epochs, title=title, changes=changes)
+    if height:  # compact: the legend below the axis titles; the run's name is in the progress bar already
+        curves.update_layout(height=height, margin={"t": 60 if shown != run_id else 30, "b": 75}, legend={"y": -0.42})
+        if shown == run_id:
+            curves.update_layout(title=None)
+    st.plotly_chart(curves, key=f"curves-{shown}")
+    if beside_curves is not None and shown == run_id:
+        beside_curves(run_id)
     scalars = viz.method_scalar_columns(epochs)
     moving = [c for c in scalars if epochs[c].nunique() > 1 or c.startswith("train.")]
     if steady := [f"{c} = {epochs[c].iloc[-1]:g}" for c in scalars if c not in moving]:
@@ -306,13 +316,14 @@ def controls(store: RunStore, run_id: str, status: str) -> None:
                 st.rerun()  # the panel starts refreshing again
 
 
-def live_panel(store: RunStore, run_id: str) -> None:
-    """`run_panel` in a fragment that refreshes every second while the run is active, without a full rerun."""
+def live_panel(store: RunStore, run_id: str, **panel) -> None:
+    """`run_panel` (with `panel`'s options) in a fragment that refreshes every second while the run is active,
+    without a full rerun."""
     active = run_id in store.runs(None).id.values and store.run(run_id)["status"] in ACTIVE
 
     @st.fragment(run_every="1s" if active else None)
     def live() -> None:
-        status = run_panel(store, run_id)
+        status = run_panel(store, run_id, **panel)
         if active and status not in ACTIVE:
             st.rerun()  # the run ended: redraw the page once, and stop refreshing
 

@@ -319,10 +319,11 @@ def run_child(request: dict) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    import kdlib.__main__ as cli
+    import runpy
 
-    sys.argv = [cli.__file__, *request["args"]]
-    return cli.main(request["args"])
+    sys.argv = ["-m", *request["args"]]
+    runpy.run_module("kdlib", run_name="__main__", alter_sys=True)  # as `python -m kdlib ARGS`: exits with its code
+    return 0
 
 
 def main(argv: list[str]) -> int:

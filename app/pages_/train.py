@@ -10,10 +10,10 @@ from typing import Any
 
 import streamlit as st
 
-from app.common import decode, encode, escape, live_panel, query, query_param, start_run
+from app.common import dataset, decode, encode, escape, live_panel, query, query_param, start_run
 from app.common import store as open_store
 from app.forms import FieldErrors, field_widget, link_start, params_widgets
-from kdlib import viz
+from kdlib import RunStore, viz
 from kdlib.config import ConfigError, OptimizerSection, RunConfig, TrainingSection
 from kdlib.controls import route_choices
 from kdlib.data import DATASETS
@@ -21,6 +21,7 @@ from kdlib.methods import METHODS
 from kdlib.models import MODELS
 from kdlib.registry import summary
 from kdlib.validation import validate_config
+from kdlib.views import grid_probabilities, load_student, load_teacher, plane_grid, route_epochs
 
 # Starting points per dataset: models that suit its shape, and a recipe that trains in seconds to a minute on a CPU.
 BASE = {
@@ -73,6 +74,7 @@ PRESETS = {
 }
 EMBEDDED = ["toy2d", "mnist1d", "digits"]  # no download needed
 LOG_EVERY = {"toy2d": 5, "digits": 5}
+CURVES_HEIGHT, BOUNDARY_HEIGHT = 260, 235  # px: curves and both boundaries fit a 900 px screen under the controls
 ADVANCED_DATA = {"val_fraction", "test_fraction", "split_seed", "generator_seed", "num_workers", "in_memory"}
 
 
@@ -143,15 +145,47 @@ def changed(form: dict[str, Any], data: str, specs: dict[str, type]) -> dict[str
     return kept
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def boundary_figure(home: str, run_id: str, epoch: int | None = None):
+    """The student's decision regions after `epoch` epochs, or the converged teacher's (None): points by label."""
+    store = RunStore(home)
+    config = store.config(run_id)
+    data = dataset(config.data.name, config.data.model_dump_json())
+    model = load_student(store, run_id, epoch, data) if epoch is not None else load_teacher(store, run_id, data)
+    if model is None:
+        return None
+    points, labels = data.train.x.numpy(), data.train.y.numpy()
+    xs, ys = plane_grid(points, resolution=80)
+    title = f"student after epoch {epoch}" if epoch is not None else f"teacher ({config.teacher.model.name})"
+    figure = viz.decision_boundary_figure(
+        xs, ys, grid_probabilities(model, xs, ys), points, labels, "label", title, show_scale=False
+    )
+    figure.update_traces(marker_size=4, selector={"mode": "markers"})  # a small panel: the regions show between
+    return figure.update_layout(height=BOUNDARY_HEIGHT, margin={"t": 36, "b": 0, "l": 0, "r": 0}, showlegend=False)
+
+
+def boundaries(run_id: str) -> None:
+    """A 2-D run's student at its last saved epoch and its teacher, side by side, under its live curves."""
+    if store.config(run_id).data.name != "toy2d" or not (epochs := route_epochs(store, run_id)):
+        return
+    home = str(store.home)
+    figures = [boundary_figure(home, run_id, epochs[-1]), boundary_figure(home, run_id)]
+    for column, figure, name in zip(st.columns(2), figures, ("student", "teacher"), strict=True):
+        if figure is not None:
+            column.plotly_chart(figure, key=f"train-boundary-{name}")
+
+
 store = open_store()
 initial = form_start()
 st.title("Train")
-st.caption("Pick data, a teacher and a student, a method and its coefficients; start a run and watch it learn.")
+form_column, live_column = st.columns([2, 3], gap="large")
+with form_column:
+    st.caption("Pick data, models, a method and its coefficients; Start it and watch it learn on the right.")
+    start_area = st.container()  # Start and the run's YAML above the tabs: in sight whichever tab is open
+    data_tab, models_tab, method_tab, training_tab = st.tabs(["Data", "Models", "Method", "Training"])
 
 errors = FieldErrors()
-left, right = st.columns(2, gap="large")
-with left:
-    st.subheader("Data")
+with data_tab:
     names = [*EMBEDDED, *(n for n in DATASETS.names() if n not in EMBEDDED)]
     wanted = initial.get("data", names[0])
     data_name = st.selectbox(
@@ -166,27 +200,21 @@ with left:
         initial = {**initial, "data": data_name}
     start, base = starting_values(data_name, initial), preset(data_name)  # base: where a bad link value goes
     key = f"train:{data_name}"
-with right:
-    st.subheader("Training")
-    cols = st.columns(3)
+with training_tab:
+    cols = st.columns(2)
     with cols[0]:
         epochs = number("epochs", TrainingSection, "epochs", "epochs", start, key, errors)
+        seed = number("seed", RunConfig, "seed", "seed", start, key, errors)
+        lr = number("learning rate", OptimizerSection, "lr", "optimizer.lr", start, key, errors)
     with cols[1]:
         batch_size = number("batch size", TrainingSection, "batch_size", "batch_size", start, key, errors)
-    with cols[2]:
-        seed = number("seed", RunConfig, "seed", "seed", start, key, errors)
-    cols = st.columns(3)
-    with cols[0]:
         optimizer = choice("optimizer", ["adam", "adamw", "sgd"], "optimizer.name", start, key, errors)
-    with cols[1]:
-        lr = number("learning rate", OptimizerSection, "lr", "optimizer.lr", start, key, errors)
-    with cols[2]:
         run_name = st.text_input(
             "run name", value=start.get("output.name") or "", key=f"{key}:output.name", placeholder="automatic"
         )
     epochs_for_preview = epochs if isinstance(epochs, int) and 0 < epochs <= 10_000 else 1
 
-    st.subheader("Method")
+with method_tab:
     method_name = choice("method", METHODS.names(), "method", start, key, errors, help="the KD method")
     method = METHODS.get(method_name)
     st.caption(summary(method))
@@ -206,7 +234,7 @@ with right:
         st.markdown("**Schedule preview**: each coefficient at every epoch")
         st.plotly_chart(viz.schedule_figure(curves), key="schedule-preview")
 
-with left:
+with data_tab:
     data_params = DATASETS.get(data_name).Params
     main_fields = [f for f in data_params.model_fields if f != "name" and f not in ADVANCED_DATA]
     data_values, _ = params_widgets(
@@ -217,6 +245,7 @@ with left:
             data_params, "data", start, f"{key}:data", errors, 1, names=ADVANCED_DATA, fallback=base
         )
     data_section = {"name": data_name, **data_values, **more}
+with models_tab:
     st.subheader("Student")
     student = model_form("student", "student", start, key, errors, epochs_for_preview)
     teacher = None
@@ -272,19 +301,23 @@ st.session_state["train.written"] = written
 run_param = query_param("run", None, options=set(store.runs(None).id))
 st.query_params.from_dict({**{k: encode(v) for k, v in written.items()}, **({"run": run_param} if run_param else {})})
 
-st.divider()
 try:
     config, problems = validate_config(config_data), []
 except ConfigError as error:
     config, problems = None, errors.show(str(error))
-if problems:
-    st.error("Fix these before starting:\n\n" + "\n".join(f"- {escape(line)}" for line in problems))
-cols = st.columns([1, 3])
-if cols[0].button("Start", type="primary", disabled=config is None, width="stretch", key="train-start"):
-    st.query_params["run"] = start_run(store, config)
-if config is not None:
-    with cols[1].expander("the run's config as YAML (for `python -m kdlib run`)"):
-        st.code(config.to_yaml(), language="yaml")
+with start_area:
+    if problems:
+        st.error("Fix these before starting:\n\n" + "\n".join(f"- {escape(line)}" for line in problems))
+    if st.button("Start", type="primary", disabled=config is None, width="stretch", key="train-start"):
+        st.query_params["run"] = start_run(store, config)
+    if config is not None:
+        with st.expander("the run's config as YAML"):
+            st.caption("for `python -m kdlib run CONFIG.yaml`")
+            st.code(config.to_yaml(), language="yaml")
 
-if run_id := st.query_params.get("run"):  # checked above, or a run this click started
-    live_panel(store, run_id)
+with live_column:
+    if run_id := st.query_params.get("run"):  # checked above, or a run this click started
+        live_panel(store, run_id, beside_curves=boundaries, height=CURVES_HEIGHT)
+    else:
+        st.info("Start a run: its curves appear here as it trains, and on 2-D data (toy2d) the student's and the "
+                "teacher's decision boundaries under them.")

@@ -112,6 +112,24 @@ def test_a_student_waiting_for_its_teacher_shows_the_teachers_curves(tiny):
     assert not app.button(key=f"pause-{student}").disabled
 
 
+def test_a_2d_run_shows_its_curves_then_the_student_s_and_the_teacher_s_boundaries(trained):
+    store, run_id = trained
+    app = open_page("train", run=run_id)
+    assert not app.exception
+    titles = [f["layout"].get("title", {}).get("text") for f in figures(app)]
+    last = store.epoch_metrics(run_id).index[-1] + 1
+    # the schedule preview (its tab), the curves (the progress bar names the run), then both boundaries
+    assert titles[1:4] == [None, f"student after epoch {last}", "teacher (mlp)"]
+    student, teacher = figures(app)[2:4]
+    assert student["data"][0]["type"] == "heatmap" and student["layout"]["height"] <= 260
+
+
+def test_before_a_run_the_live_side_says_what_will_come():
+    app = open_page("train")
+    assert "decision boundaries" in app.info[0].value and [t.label for t in app.tabs] == [
+        "Data", "Models", "Method", "Training"]
+
+
 @pytest.mark.slow
 def test_start_launches_a_run_that_appears_in_runs():
     app = open_page("train", epochs="3", **{"teacher.epochs": "3", "data.n_samples": "300"})
@@ -128,7 +146,7 @@ def test_start_launches_a_run_that_appears_in_runs():
     done = open_page("train", run=run_id)
     assert "done" in done.get("progress")[0].proto.text
     titles = [f["layout"].get("title", {}).get("text") for f in figures(done)]
-    assert "the method's own scalars" in titles
+    assert {"the method's own scalars", "student after epoch 3", "teacher (mlp)"} <= set(titles)
 
 
 def anchors_yaml(app) -> str:

@@ -44,6 +44,12 @@ LIVE_POINTS = """names => Math.max(0, ...Array.from(document.querySelectorAll('.
     gd => (gd._fullData || []).filter(t => names.includes(t.name)).map(t => (t.x || []).length)))"""
 
 
+# The plots a visitor sees (not those of a hidden tab): their titles and where they end, in page pixels.
+SHOWN_PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(gd => gd.offsetParent !== null)
+    .map(gd => [((gd.layout.title && gd.layout.title.text) || '').replace(/<[^>]*>/g, ''),
+                gd.getBoundingClientRect().bottom])"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -141,6 +147,18 @@ def test_launch_watch_and_inspect_a_run_in_a_browser(server, tmp_path):
         page.wait_for_function("() => document.body.innerText.includes('done · epoch 10/10')", timeout=30_000)
         no_exception(page, "train-done", shots)
 
+        # a 1400 x 900 screen holds the controls, the curves and both decision boundaries, as TF Playground does
+        screen = browser.new_page(viewport={"width": 1400, "height": 900})
+        open_and_settle(screen, f"{url}/train?run={run_id}")
+        screen.wait_for_function("() => document.body.innerText.includes('teacher (mlp)')", timeout=30_000)
+        no_exception(screen, "train-1400x900", shots)
+        shown = screen.evaluate(SHOWN_PLOTS)
+        assert [title for title, _ in shown][:3] == ["", "student after epoch 10", "teacher (mlp)"], shown
+        assert all(bottom <= 900 for _, bottom in shown[:3]), shown
+        for button in ("Start", "Pause", "Stop"):
+            assert screen.get_by_role("button", name=button).bounding_box()["y"] < 900
+        screen.close()
+
         for name in ("runs", "boundaries", "temperature", "lesson_route", "lesson_pskd", "lesson_wsl", ""):
             open_and_settle(page, f"{url}/{name}")
             no_exception(page, name or "home", shots)
@@ -161,4 +179,4 @@ def test_launch_watch_and_inspect_a_run_in_a_browser(server, tmp_path):
         no_exception(page, "route", shots)
         browser.close()
     print(f"first live points {first_points:.1f} s after the click; screenshots in {shots}")
-    assert len(list(shots.glob("*.png"))) == 15
+    assert len(list(shots.glob("*.png"))) == 16
