@@ -110,6 +110,8 @@ def test_an_install_works_from_another_folder(tmp_path):
     assert Path(entry) == site / "kdlib_app" / "app" / "Home.py" and Path(entry).is_file()
     assert (site / "kdlib_app" / "app" / "pages_" / "train.py").is_file()
     assert (site / "kdlib_app" / "configs" / "toy2d_kd.yaml").is_file()  # the home page's default run
+    assert (site / "kdlib_app" / "configs" / "claims" / "rco.yaml").is_file()  # what the lessons' buttons open
+    assert (site / "kdlib_app" / "bench" / "claims.md").is_file()  # the claims board the Learn pages show
     assert "rm" in run(str(venv / "bin" / "kdlib"), "--help")
     assert "no runs yet" in run(str(venv / "bin" / "kdlib"), "ls")
     assert run(str(venv / "bin" / "kdlib"), "--version").strip() == f"kdlib {kdlib.__version__}"
