@@ -451,8 +451,12 @@ def _resolve_teacher(teacher: TeacherSource, data: DataBundle, device: torch.dev
     artifact = teacher
     route = None
     if artifact.route_epochs:
-        route = TeacherRoute(
-            list(artifact.route_epochs),
-            lambda epoch: artifact.build_route(data, epoch).to(device).eval().requires_grad_(False),
-        )
+
+        def load(epoch: int) -> nn.Module:
+            # a model built to take a checkpoint's weights draws no numbers from the run's generators: where and
+            # when a route is loaded (the probe's first use, RCO's next anchor, a resume) changes no result
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                return artifact.build_route(data, epoch).to(device).eval().requires_grad_(False)
+
+        route = TeacherRoute(list(artifact.route_epochs), load)
     return artifact.build(data).to(device).eval().requires_grad_(False), route

@@ -249,3 +249,24 @@ def test_a_run_that_evaluates_no_split_trains_and_records_its_training_values(ti
     assert execute(run_id, store) == "done", store.run(run_id)["error"]
     assert not any(c.startswith(("val.", "test.")) for c in store.epoch_metrics(run_id).columns)
     assert "p_true_student" in store.per_sample(run_id, 1)
+
+
+def test_loading_a_route_checkpoint_draws_no_numbers_from_the_runs_generator():
+    import torch
+    from torch import nn
+
+    from kdlib.trainer import _resolve_teacher
+
+    class Artifact:  # builds its models as a real one does: a fresh init, then the checkpoint's weights
+        route_epochs = [1, 2]
+
+        def build(self, data):
+            return nn.Linear(2, 3)
+
+        def build_route(self, data, epoch):
+            return nn.Linear(2, 3)
+
+    _, route = _resolve_teacher(Artifact(), None, torch.device("cpu"))
+    torch.manual_seed(0)
+    route.load(1)
+    assert torch.equal(torch.random.get_rng_state(), torch.manual_seed(0).get_state())

@@ -6,9 +6,10 @@ losses, epoch scalars (terms, coefficients, evaluation, route distances) and per
 (the probe's included) of two epochs on fixed seeds. ProKT's cases were re-recorded when its teacher
 step became the official code's (move_back_weight; eval-mode logits between the models).
 
-Within 1e-5 relative: loading the teacher's route after the first logged step instead of before training
-moves DFA's first logged loss by 3.6e-6 (float32 sums of another memory layout); a 1e-4 change to KD's
-CE weight still fails the KD cases.
+DFA's cases were re-recorded when a route checkpoint's model came to be built without drawing from the
+run's generators (before, loading the route for the probe ahead of training moved the numbers DFA's search
+connectors were initialised with; loaded after the first step, it changed the run). Every other array is
+byte-identical.
 """
 
 from __future__ import annotations
@@ -30,5 +31,5 @@ def test_method_behaves_as_recorded_before_the_refactoring(name, probe):
     missing = sorted(set(expected) - set(got))
     assert not missing, f"no longer recorded: {missing}"
     for key, value in expected.items():
-        np.testing.assert_allclose(got[key].astype(np.float64), value.astype(np.float64), rtol=1e-5, atol=1e-6,
+        np.testing.assert_allclose(got[key].astype(np.float64), value.astype(np.float64), rtol=1e-6, atol=1e-6,
                                    err_msg=key)
