@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -197,6 +198,8 @@ def train_query(config) -> dict[str, Any]:
     return query
 
 
+FRESH_SECONDS = 5.0  # a run this young is followed four times a second until its first points show
+
 # Worker processes this server started; polled on every page run, so that ended ones are reaped
 # (a zombie would otherwise stay until the server exits).
 _LAUNCHED: list[RunHandle] = []
@@ -320,12 +323,16 @@ def live_panel(store: RunStore, run_id: str, **panel) -> None:
     """`run_panel` (with `panel`'s options) in a fragment that refreshes every second while the run is active,
     without a full rerun."""
     active = run_id in store.runs(None).id.values and store.run(run_id)["status"] in ACTIVE
+    # just started: looked at four times a second until its first points are in, so they show at once
+    fresh = active and time.time() - store.run(run_id)["created"] < FRESH_SECONDS
 
-    @st.fragment(run_every="1s" if active else None)
+    @st.fragment(run_every=("0.25s" if fresh else "1s") if active else None)
     def live() -> None:
         status = run_panel(store, run_id, **panel)
         if active and status not in ACTIVE:
             st.rerun()  # the run ended: redraw the page once, and stop refreshing
+        elif fresh and (time.time() - store.run(run_id)["created"] > FRESH_SECONDS or not store.step_metrics(run_id).empty):
+            st.rerun()  # its first points are in (or it waits for its teacher): every second from now
 
     live()
 
