@@ -228,6 +228,6 @@ def test_the_study_view_widget_shows_the_trials_and_their_figures(swept):
     assert len(panels) == 2 and {t.name for t in view.params_figure.data} == {"complete"}
     assert [t.name for t in view.curves_figure.data] == ["trial 0", "trial 1", "trial 2"]
     view.metric.value = "test.nll"
-    assert view.curves_figure.layout.yaxis.title.text == "test.nll"
+    assert view.curves_figure.layout.yaxis.title.text == "test NLL"  # the stored name in words
     curves = study_curves(store, store.study_trials("tiny"))
     assert list(view.curves_figure.data[0].y) == curves["trial 0"]["test.nll"].tolist()
