@@ -9,8 +9,10 @@ import json
 import math
 import os
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import streamlit as st
@@ -78,10 +80,25 @@ def plain(text: Any) -> str:
     return html.escape(str(text), quote=False)
 
 
+_LINK_WARNINGS = threading.local()  # where bad_link draws, per script run (each runs in a thread of its own)
+
+
 def bad_link(name: str, raw: str, used: str | None) -> None:
     """The one warning for a query parameter that could not be used as it was; the address is corrected."""
     instead = "ignoring it" if used is None else f"using {escape(used)} instead"
-    st.warning(f"The address asks for {escape(name)} = {escape(raw)}, which this page cannot use; {instead}.")
+    where = getattr(_LINK_WARNINGS, "container", None) or st
+    where.warning(f"The address asks for {escape(name)} = {escape(raw)}, which this page cannot use; {instead}.")
+
+
+@contextmanager
+def link_warnings_in(container) -> Iterator[None]:
+    """Draw the link warnings of the widgets made meanwhile in `container`, not beside them (Train's are in tabs
+    that may be hidden)."""
+    before, _LINK_WARNINGS.container = getattr(_LINK_WARNINGS, "container", None), container
+    try:
+        yield
+    finally:
+        _LINK_WARNINGS.container = before
 
 
 def query_param(

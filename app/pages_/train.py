@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from app.common import dataset, decode, encode, escape, live_panel, query, query_param, start_run
+from app.common import dataset, decode, encode, escape, link_warnings_in, live_panel, query, query_param, start_run
 from app.common import store as open_store
 from app.forms import FieldErrors, field_widget, link_start, params_widgets
 from kdlib import RunStore, viz
@@ -185,7 +185,7 @@ with form_column:
     data_tab, models_tab, method_tab, training_tab = st.tabs(["Data", "Models", "Method", "Training"])
 
 errors = FieldErrors()
-with data_tab:
+with data_tab, link_warnings_in(start_area):
     names = [*EMBEDDED, *(n for n in DATASETS.names() if n not in EMBEDDED)]
     wanted = initial.get("data", names[0])
     data_name = st.selectbox(
@@ -200,7 +200,7 @@ with data_tab:
         initial = {**initial, "data": data_name}
     start, base = starting_values(data_name, initial), preset(data_name)  # base: where a bad link value goes
     key = f"train:{data_name}"
-with training_tab:
+with training_tab, link_warnings_in(start_area):
     cols = st.columns(2)
     with cols[0]:
         epochs = number("epochs", TrainingSection, "epochs", "epochs", start, key, errors)
@@ -214,7 +214,7 @@ with training_tab:
         )
     epochs_for_preview = epochs if isinstance(epochs, int) and 0 < epochs <= 10_000 else 1
 
-with method_tab:
+with method_tab, link_warnings_in(start_area):
     method_name = choice("method", METHODS.names(), "method", start, key, errors, help="the KD method")
     method = METHODS.get(method_name)
     st.caption(summary(method))
@@ -234,7 +234,7 @@ with method_tab:
         st.markdown("**Schedule preview**: each coefficient at every epoch")
         st.plotly_chart(viz.schedule_figure(curves), key="schedule-preview")
 
-with data_tab:
+with data_tab, link_warnings_in(start_area):
     data_params = DATASETS.get(data_name).Params
     main_fields = [f for f in data_params.model_fields if f != "name" and f not in ADVANCED_DATA]
     data_values, _ = params_widgets(
@@ -245,7 +245,7 @@ with data_tab:
             data_params, "data", start, f"{key}:data", errors, 1, names=ADVANCED_DATA, fallback=base
         )
     data_section = {"name": data_name, **data_values, **more}
-with models_tab:
+with models_tab, link_warnings_in(start_area):
     st.subheader("Student")
     student = model_form("student", "student", start, key, errors, epochs_for_preview)
     teacher = None
@@ -319,5 +319,7 @@ with live_column:
     if run_id := st.query_params.get("run"):  # checked above, or a run this click started
         live_panel(store, run_id, beside_curves=boundaries, height=CURVES_HEIGHT)
     else:
-        st.info("Start a run: its curves appear here as it trains, and on 2-D data (toy2d) the student's and the "
-                "teacher's decision boundaries under them.")
+        st.info(
+            "Start a run: its curves appear here as it trains, and on 2-D data (toy2d) the student's and the "
+            "teacher's decision boundaries under them."
+        )
