@@ -186,8 +186,8 @@ def _read_line(connection: socket.socket, limit: int = 1 << 20) -> dict | None:
 class Server:
     """Listens on `path`; forks a child per request. `serve()` returns only in a child, with its request."""
 
-    def __init__(self, path: Path, parent: int, added: dict[str, str], idle: float = IDLE_SECONDS) -> None:
-        self.path, self.parent, self.idle, self.pid = path, parent, idle, os.getpid()
+    def __init__(self, path: Path, parent: int, added: dict[str, str], lock_inode: int, idle: float = IDLE_SECONDS):
+        self.path, self.parent, self.idle, self.pid, self.lock_inode = path, parent, idle, os.getpid(), lock_inode
         self.added = added  # the variables the imports set: a child has them, as a fresh worker would
         self.children: set[int] = set()
         self.own = import_environment(dict(os.environ), os.getcwd())
@@ -276,9 +276,17 @@ class Server:
             self.children.discard(pid)
 
     def _close(self) -> None:
-        try:  # the socket, unless a newer server has put its own there
-            if self.path.stat().st_ino == self.inode:
-                self.path.unlink()
+        """Remove the socket and the lock (unless a newer server has put its own there), and an empty log."""
+        lock, log = self.path.with_suffix(".lock"), self.path.with_suffix(".log")
+        for path, inode in ((self.path, self.inode), (lock, self.lock_inode)):
+            try:
+                if path.stat().st_ino == inode:
+                    path.unlink()
+            except OSError:
+                pass
+        try:
+            if log.stat().st_size == 0 and os.fstat(1).st_ino == log.stat().st_ino:
+                log.unlink()
         except OSError:
             pass
         self.listener.close()
@@ -345,7 +353,7 @@ def main(argv: list[str]) -> int:
         if os.getppid() != parent:
             return 0
     added = {name: value for name, value in os.environ.items() if name not in before}
-    request = Server(path, parent, added).serve()
+    request = Server(path, parent, added, os.fstat(lock.fileno()).st_ino).serve()
     if request is None:
         return 0
     lock.close()
