@@ -341,7 +341,7 @@ def live_panel(store: RunStore, run_id: str, **panel) -> None:
     without a full rerun."""
     active = run_id in store.runs(None).id.values and store.run(run_id)["status"] in ACTIVE
     # just started: looked at four times a second until its first points are in, so they show at once
-    fresh = active and time.time() - store.run(run_id)["created"] < FRESH_SECONDS
+    fresh = active and time.time() - store.run(run_id)["created"] < FRESH_SECONDS and store.step_metrics(run_id).empty
 
     @st.fragment(run_every=("0.25s" if fresh else "1s") if active else None)
     def live() -> None:

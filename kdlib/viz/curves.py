@@ -146,6 +146,11 @@ def mark_changes(fig: go.Figure, changes: pd.DataFrame | None, epochs: pd.DataFr
     if changes is None or changes.empty or "step" not in changes:
         return fig
     applied = changes[changes.state == "applied"] if "state" in changes else changes
+    for row, col in panels:  # the data's own range: plotly would widen it to fit a line's label beside it
+        xs = [float(x) for t in fig.select_traces(row=row, col=col) for x in (t.x if t.x is not None else ())]
+        if xs:
+            pad = max((max(xs) - min(xs)) * 0.03, 0.5)
+            fig.update_xaxes(range=[min(xs) - pad, max(xs) + pad], row=row, col=col)
     per_epoch = epochs["step"].iloc[-1] / (epochs.index[-1] + 1) if len(epochs) and "step" in epochs else None
     for step, group in applied.groupby("step"):
         label = ", ".join(
@@ -155,7 +160,7 @@ def mark_changes(fig: go.Figure, changes: pd.DataFrame | None, epochs: pd.DataFr
             if axis == "epoch" and not per_epoch:
                 continue
             x = float(step if axis == "step" else step / per_epoch - 1)
-            note = {"annotation_text": plain(label), "annotation_position": "top left"} if i == 0 else {}
+            note = {"annotation_text": plain(label), "annotation_position": "top right"} if i == 0 else {}
             fig.add_vline(x=x, row=row, col=col, line={"dash": "dot", "width": 1, "color": CHANGE_COLOR}, **note)
     return fig
 

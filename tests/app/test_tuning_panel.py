@@ -21,10 +21,12 @@ def running_run(tiny) -> tuple[RunStore, str]:
 def test_a_running_run_gets_a_slider_per_tunable_param_and_apply_asks_for_the_moved_ones(tiny):
     store, run_id = running_run(tiny)
     app = open_page("train", run=run_id)
+    assert not [s for s in app.slider if s.key.startswith("tune-")]  # closed until asked for
+    app.toggle(key=f"tune-{run_id}-open").set_value(True).run()
     sliders = {s.key.removeprefix(f"tune-{run_id}-"): s for s in app.slider if s.key.startswith("tune-")}
     assert set(sliders) == {"method.temperature", "method.w_ce", "method.w_kd"}
     assert sliders["method.temperature"].label == "temperature" and sliders["method.temperature"].value == 2.0
-    assert app.select_slider(key=f"tune-{run_id}-optimizer.lr").value == 0.01
+    assert app.number_input(key=f"tune-{run_id}-optimizer.lr").value == 0.01
     assert app.button(key=f"tune-{run_id}-apply").disabled  # nothing moved yet
     sliders["method.temperature"].set_value(1.5).run()
     app.button(key=f"tune-{run_id}-apply").click().run()
