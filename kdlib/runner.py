@@ -306,14 +306,20 @@ class RunHandle:
         self.status  # noqa: B018 - reaps an ended process first, so the answer sees it gone
         return self.store.actions(self.run_id)
 
-    def pause(self) -> None:
-        """Pause at the next logged step (a queued run pauses as it starts). ControlRefused says why not."""
-        self.store.refuse_unless_allowed(self.run_id, "pause")
-        self.store.request(self.run_id, "pause")
+    def pause(self) -> bool:
+        """Pause at the next logged step (a queued run pauses as it starts); False if the run has already ended
+        (it may have ended an instant before), True if it was asked."""
+        return self._ask("pause")
 
-    def stop(self) -> None:
-        self.store.refuse_unless_allowed(self.run_id, "stop")
-        self.store.request(self.run_id, "stop")
+    def stop(self) -> bool:
+        """Stop at the next logged step; False if the run has already ended, True if it was asked."""
+        return self._ask("stop")
+
+    def _ask(self, action: str) -> bool:
+        if self.actions()[action] is not None:
+            return False
+        self.store.request(self.run_id, action)
+        return True
 
     def set(self, changes: dict[str, float] | str, value: float | None = None) -> dict[str, float]:
         """Change a running or paused run from its next step: `set("method.temperature", 1.5)`, or several at once,
