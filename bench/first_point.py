@@ -13,7 +13,7 @@ worker, as the app does when it starts; each round then times, one after the oth
 
 Each run is stopped once its first row is seen, and gone before the next round. The medians are
 printed, then `first_point_ratio` = first_point_s / torch_import_s (the goal: 0.5 or less) and where
-the last warm run spent its time. `--quick` (tests/test_bench.py): 2 rounds, a 2-epoch teacher on 400
+the last warm run spent its time. `--quick` (tests/test_bench.py): 1 round, a 2-epoch teacher on 400
 samples; its numbers mean little.
 """
 
@@ -78,7 +78,7 @@ def phases(store: RunStore, run_id: str, launched: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed launches of each kind (and torch imports)")
-    args = parse_args(parser, {"rounds": 2}, "a 2-epoch teacher on 400 samples")
+    args = parse_args(parser, {"rounds": 1}, "a 2-epoch teacher on 400 samples")
     overrides = ["epochs=30", *(QUICK if args.quick else [])]
     home = Path(tempfile.mkdtemp(prefix="kdlib-bench-first-"))
     try:

@@ -128,6 +128,8 @@ def no_exception(page, name: str, shots: Path) -> None:
 def test_launch_watch_and_inspect_a_run_in_a_browser(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    from tests.browser.test_app_learn import check_a_lesson_link_and_a_slider_step
+
     url, home = server
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -159,6 +161,7 @@ def test_launch_watch_and_inspect_a_run_in_a_browser(server, tmp_path):
             assert screen.get_by_role("button", name=button).bounding_box()["y"] < 900
         screen.close()
 
+        redraw = check_a_lesson_link_and_a_slider_step(browser, url, shots)
         for name in ("runs", "boundaries", "temperature", "lesson_route", "lesson_pskd", "lesson_wsl", ""):
             open_and_settle(page, f"{url}/{name}")
             no_exception(page, name or "home", shots)
@@ -178,5 +181,6 @@ def test_launch_watch_and_inspect_a_run_in_a_browser(server, tmp_path):
         assert page.locator(".js-plotly-plot").count() == 2  # the map and the distances
         no_exception(page, "route", shots)
         browser.close()
-    print(f"first live points {first_points:.1f} s after the click; screenshots in {shots}")
-    assert len(list(shots.glob("*.png"))) == 16
+    print(f"first live points {first_points:.1f} s after the click; a lesson slider step redrew its figure "
+          f"{redraw:.2f} s after the key press; screenshots in {shots}")
+    assert len(list(shots.glob("*.png"))) == 19

@@ -1,6 +1,7 @@
-"""Learning and tuning in a real browser: a lesson's link restored in a new browser context, a slider step
-that redraws its figure, Start to the first live point, and a temperature changed while the run trains
-(the run records it, its curves mark it). Timings are printed, not asserted (bench/ measures them);
+"""Learning and tuning in a real browser: a lesson's link restored in a new browser context and a slider step
+that redraws its figure (`check_a_lesson_link_and_a_slider_step`, run inside test_app_browser's test, whose
+app it shares), Start to the first live point, and a temperature changed while the run trains (the run
+records it, its curves mark it). Timings are printed, not asserted (bench/ measures them);
 screenshots of every state are saved in the test's temporary folder.
 """
 
@@ -31,37 +32,30 @@ def slider(page, label: str):
     return page.locator('[data-testid="stSlider"]').filter(has_text=label).get_by_role("slider")
 
 
-def test_a_lesson_link_is_restored_in_a_new_browser_and_a_slider_step_redraws(server, tmp_path):  # noqa: F811
-    from playwright.sync_api import sync_playwright
-
-    url, _ = server
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        open_and_settle(page, f"{url}/temperature?T=4&compare=1,8")
-        no_exception(page, "temperature-link", shots)
-        assert page.evaluate(MARKER_T) == 4
-        slider(page, "temperature T").focus()
-        pressed = time.monotonic()
-        page.keyboard.press("ArrowRight")  # one step of 0.5
-        page.wait_for_function(f"() => ({MARKER_T})() === 4.5", timeout=30_000)
-        redraw = time.monotonic() - pressed
-        page.wait_for_function("() => location.search.includes('T=4.5')", timeout=30_000)
-        no_exception(page, "temperature-step", shots)
-        link = page.url
-
-        other = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()  # no shared state
-        open_and_settle(other, link)
-        other.wait_for_function(f"() => ({MARKER_T})() === 4.5", timeout=30_000)
-        assert slider(other, "temperature T").input_value() == "4.5"
-        no_exception(other, "temperature-restored", shots)
-        for lesson in ("lesson_route", "lesson_pskd", "lesson_wsl"):
-            open_and_settle(other, f"{url}/{lesson}")
-            no_exception(other, lesson, shots)
-        browser.close()
-    print(f"a slider step redrew its figure {redraw:.2f} s after the key press; screenshots in {shots}")
+def check_a_lesson_link_and_a_slider_step(browser, url: str, shots) -> float:
+    """A slider step on the temperature lesson redraws its figure and its link; the link opened in a new browser
+    context (no shared state) restores the slider and the figure. Returns the redraw's seconds.
+    Called by tests/browser/test_app_browser.py, whose app and browser it shares."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    open_and_settle(page, f"{url}/temperature?T=4&compare=1,8")
+    no_exception(page, "temperature-link", shots)
+    page.wait_for_function(f"() => ({MARKER_T})() === 4", timeout=30_000)
+    slider(page, "temperature T").focus()
+    pressed = time.monotonic()
+    page.keyboard.press("ArrowRight")  # one step of 0.5
+    page.wait_for_function(f"() => ({MARKER_T})() === 4.5", timeout=30_000)
+    redraw = time.monotonic() - pressed
+    page.wait_for_function("() => location.search.includes('T=4.5')", timeout=30_000)
+    no_exception(page, "temperature-step", shots)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    other = context.new_page()
+    open_and_settle(other, page.url)
+    other.wait_for_function(f"() => ({MARKER_T})() === 4.5", timeout=30_000)
+    assert slider(other, "temperature T").input_value() == "4.5"
+    no_exception(other, "temperature-restored", shots)
+    context.close()
+    page.close()
+    return redraw
 
 
 def test_start_then_change_the_temperature_while_the_run_trains(server, tmp_path):  # noqa: F811
